@@ -1,0 +1,1 @@
+"""The .par language: grammar, AST, parser, checker and diagnostics."""
