@@ -1,0 +1,139 @@
+"""The checker: names, types, symbolic shapes, hardware, training and parallel settings.
+
+`check_file(path)` returns a Spec or raises ParcError carrying every diagnostic found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import ast
+from .diagnostics import Diagnostic, ParcError
+from .elaborate import Elaborator
+from .hardware import hardware_of
+from .loader import Program, load, load_text
+from .names import Namespace, build_namespaces
+from .parallel import ParallelChecker
+from .settings import POISON
+from .spec import HardwareSpec, Spec
+from .train import check_train
+from .values import Value
+
+
+class _Reporter:
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = diagnostics
+        self.seen: set[tuple] = set()
+
+    def __call__(self, code: str, message: str, span, help: str | None = None):
+        key = (code, message, span)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.diagnostics.append(Diagnostic(code, message, span, help))
+        return POISON
+
+
+def _single(items: list, word: str, err) -> object | None:
+    for extra in items[1:]:
+        err("E104", f"a file holds at most one `{word}`", extra.span)
+    return items[0] if items else None
+
+
+def check_program(program: Program, overrides: dict[str, Value] | None = None) -> Spec:
+    diagnostics: list[Diagnostic] = []
+    err = _Reporter(diagnostics)
+    spaces = build_namespaces(program, diagnostics)
+    main_key = program.main.file
+    items = program.main.items
+    model_node = _single([i for i in items if isinstance(i, ast.Model)], "model", err)
+    train_node = _single([i for i in items if isinstance(i, ast.Train)], "train", err)
+    parallel_node = _single([i for i in items if isinstance(i, ast.Parallel)], "parallel", err)
+
+    for key, module in program.modules.items():
+        for item in module.items:
+            if isinstance(item, ast.Def):
+                _check_def_header(item, err)
+
+    hardware: dict[str, HardwareSpec] = {}
+    space: Namespace = spaces[main_key]
+    for name, entity in space.own.items():
+        if entity.kind == "hardware" and not (isinstance(entity.node, ast.HardwareDef)
+                                              and entity.node.params):
+            spec = hardware_of(entity, spaces, err)
+            if spec is not None:
+                hardware[name] = spec
+
+    model = None
+    if model_node is not None:
+        model = Elaborator(spaces, err).model(model_node, main_key, overrides or {})
+    train = check_train(train_node, err) if train_node is not None else None
+    if train is not None and model is not None:
+        _check_loss(model, train_node, err)
+    if train_node is not None and model_node is None:
+        err("E306", "`train` needs a `model` in the same file", train_node.span)
+
+    parallel = None
+    if parallel_node is not None:
+        parallel = _check_parallel(parallel_node, model, train, hardware, spaces, main_key,
+                                   program, err)
+    if diagnostics:
+        raise ParcError(diagnostics, program.sources)
+    return Spec(main_key, model, train, parallel, hardware, program.sources)
+
+
+def _check_def_header(node: ast.Def, err) -> None:
+    from ..ops.catalog import CATALOG
+
+    if node.name in CATALOG:
+        err("E105", f"def `{node.name}` has the name of a primitive op", node.span,
+            help="choose another name")
+    seen = set()
+    for param in node.params:
+        if param.name in seen:
+            err("E106", f"parameter `{param.name}` is listed twice", param.span)
+        seen.add(param.name)
+
+
+def _check_loss(model, train_node, err) -> None:
+    loss = model.outputs.get("loss")
+    if loss is None:
+        if not any(d.code.startswith("E1") or d.code.startswith("E2") for d in err.diagnostics):
+            err("E172", "a model that trains must `output loss`", model.span)
+        return
+    type_ = model.values[loss]
+    if type_.shape != () or not type_.is_float:
+        err("E172", f"the training loss must be a float scalar, got {type_}", model.span)
+
+
+def _check_parallel(node, model, train, hardware, spaces, main_key, program, err):
+    if model is None or train is None:
+        err("E305", "`parallel` needs a `model` and a `train` block in the same file", node.span)
+        return None
+    hw = hardware.get(node.hardware)
+    if hw is None:
+        entity = spaces[main_key].own.get(node.hardware)
+        if entity is None:
+            found = spaces[main_key].imported.get(node.hardware, [])
+            entity = found[0] if len(found) == 1 else None
+        if entity is None or entity.kind != "hardware":
+            from .names import suggestion
+
+            err("E110", f"no hardware is called `{node.hardware}`", node.span,
+                help=suggestion(spaces[main_key], node.hardware))
+            return None
+        hw = hardware_of(entity, spaces, err)
+        if hw is None:
+            return None
+    if any(d.code.startswith("E2") or d.code.startswith("E1") for d in err.diagnostics):
+        return None  # SBP and stages need a well-formed model
+    def_names = {n for m in program.modules.values() for n in
+                 (i.name for i in m.items if isinstance(i, ast.Def))}
+    return ParallelChecker(node, model, train, hw, err, def_names).check()
+
+
+def check_text(text: str, file: str = "<input>", overrides=None) -> Spec:
+    return check_program(load_text(text, file, Path.cwd()), overrides)
+
+
+def check_file(path: str | Path, overrides=None) -> Spec:
+    return check_program(load(path), overrides)

@@ -1,0 +1,335 @@
+"""Checks the `parallel` block: mesh, SBP rules, stages, schedule, recompute."""
+
+from __future__ import annotations
+
+import re
+
+from ..ops.sbp import BROADCAST, NdSbp, Sbp
+from . import ast
+from .diagnostics import closest
+from .settings import POISON, Ident, SettingEvaluator, is_int, is_number, read_settings, show
+from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec
+
+PIPELINE_AXIS = "pp"
+SCHEDULES = {"gpipe": {}, "1f1b": {}, "interleaved": {"virtual": 2}, "zb_h1": {},
+             "skip": {"ratio": 0.25, "seed": 0}}
+
+
+def _recompute(values, span, err, key):
+    names = []
+    for value in values:
+        if not isinstance(value, Ident):
+            return err("E148", f"`recompute` takes `all`, `none` or def names, not {show(value)}",
+                       span)
+        names.append(value.name)
+    if ("all" in names or "none" in names) and len(names) > 1:
+        return err("E148", "`recompute all` and `recompute none` stand alone", span)
+    return () if names == ["none"] else tuple(names)
+
+
+SETTINGS = {"recompute": _recompute}
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    return re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern) + r"\Z")
+
+
+class ParallelChecker:
+    def __init__(self, node: ast.Parallel, model: ModelSpec, train: TrainSpec,
+                 hardware: HardwareSpec, err, def_names: set[str]):
+        self.node, self.model, self.train, self.hw = node, model, train, hardware
+        self.err = err
+        self.def_names = def_names
+        self.ok = True
+
+    def fail(self, *args, **kwargs):
+        self.ok = False
+        return self.err(*args, **kwargs)
+
+    def check(self) -> ParallelSpec | None:
+        by_kind: dict[type, list] = {}
+        for stmt in self.node.body:
+            by_kind.setdefault(type(stmt), []).append(stmt)
+        for kind, word in ((ast.Mesh, "mesh"), (ast.SbpBlock, "sbp"), (ast.Schedule, "schedule"),
+                           (ast.StagesAuto, "stages auto")):
+            for extra in by_kind.get(kind, [])[1:]:
+                self.fail("E302", f"`{word}` is given twice in `parallel`", extra.span)
+        meshes = by_kind.get(ast.Mesh, [])
+        if not meshes:
+            self.fail("E303", "`parallel` needs a `mesh`, e.g. `mesh (pp = 2, dp = 2)`",
+                      self.node.span)
+            return None
+        mesh = self.mesh(meshes[0])
+        if mesh is None:
+            return None
+        settings = read_settings(by_kind.get(ast.Setting, []), SETTINGS, SettingEvaluator(self.err),
+                                 self.err, "`parallel`")
+        spans = settings.pop("__spans__")
+        if any(key not in settings for key in spans):
+            self.ok = False
+        schedules = by_kind.get(ast.Schedule, [])
+        schedule = self.schedule(schedules[0] if schedules else None, mesh)
+        rules = [r for block in by_kind.get(ast.SbpBlock, []) for r in block.rules]
+        sbp = self.sbp(rules, mesh)
+        stages = self.stages(by_kind.get(ast.StagesAuto, []), by_kind.get(ast.Stage, []), mesh,
+                             schedule)
+        recompute = settings.get("recompute", ())
+        for name in recompute:
+            if name != "all" and name not in self.def_names:
+                guess = closest(name, self.def_names)
+                self.fail("E350", f"`recompute {name}`: no def is called `{name}`",
+                          spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
+        self.batch_split(mesh)
+        if not self.ok or schedule is None:
+            return None
+        return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span)
+
+    # ---- mesh
+    def mesh(self, node: ast.Mesh) -> tuple[tuple[str, int], ...] | None:
+        evaluator = SettingEvaluator(self.err)
+        axes: list[tuple[str, int]] = []
+        for axis in node.axes:
+            size = evaluator.value(axis.size)
+            if size is POISON:
+                return None
+            if not is_int(size) or size < 1:
+                self.fail("E300", f"mesh axis `{axis.name}` needs a positive integer size, not "
+                          f"{show(size)}", axis.span)
+                return None
+            if any(name == axis.name for name, _ in axes):
+                self.fail("E300", f"mesh axis `{axis.name}` is given twice", axis.span)
+                return None
+            axes.append((axis.name, size))
+        total = 1
+        for _, size in axes:
+            total *= size
+        if total != self.hw.devices:
+            shape = " x ".join(f"{n}={s}" for n, s in axes)
+            self.fail("E301", f"the mesh ({shape}) has {total} devices but hardware "
+                      f"`{self.hw.name}` has {self.hw.devices}", node.span,
+                      help="the product of the axis sizes must equal the device count")
+            return None
+        return tuple(axes)
+
+    # ---- schedule
+    def schedule(self, node: ast.Schedule | None, mesh) -> ScheduleSpec | None:
+        pp = dict(mesh).get(PIPELINE_AXIS, 1)
+        if node is None:
+            return ScheduleSpec("1f1b")
+        if node.name not in SCHEDULES:
+            guess = closest(node.name, SCHEDULES)
+            return self.fail("E330", f"unknown schedule `{node.name}`", node.span,
+                             help=f"did you mean `{guess}`?" if guess else
+                             "schedules: " + ", ".join(SCHEDULES))
+        params = SCHEDULES[node.name]
+        evaluator = SettingEvaluator(self.err)
+        names = list(params)
+        if len(node.args) > len(names):
+            return self.fail("E331", f"`{node.name}` takes {len(names)} argument"
+                             f"{'s' * (len(names) != 1)}, got {len(node.args)}", node.span)
+        bound = dict(zip(names, (evaluator.value(a) for a in node.args)))
+        for kw in node.kwargs:
+            if kw.name not in params:
+                return self.fail("E331", f"`{node.name}` has no argument `{kw.name}`", kw.span,
+                                 help=f"its arguments: {', '.join(names) or 'none'}")
+            bound[kw.name] = evaluator.value(kw.value)
+        values = {**params, **bound}
+        if any(v is POISON for v in values.values()):
+            self.ok = False
+            return None
+        m = self.train.microbatches
+        if node.name == "interleaved":
+            v = values["virtual"]
+            if not is_int(v) or v < 1:
+                return self.fail("E332", f"`virtual` must be a positive integer, not {show(v)}",
+                                 node.span)
+            if pp < 2:
+                return self.fail("E334", "`interleaved` needs a pipeline: give the mesh a `pp` "
+                                 "axis of size 2 or more", node.span)
+            if m % pp:
+                return self.fail("E332", f"interleaved needs microbatches divisible by pp: {m} "
+                                 f"microbatches over pp = {pp}", node.span,
+                                 help=f"use {max(pp, m // pp * pp)} microbatches")
+            layers = self.model.num_layers
+            if layers % (pp * v):
+                return self.fail("E333", f"interleaved needs the {layers} layers divisible by "
+                                 f"pp * virtual = {pp * v}", node.span)
+            return ScheduleSpec("interleaved", virtual=v)
+        if node.name == "skip":
+            ratio, seed = values["ratio"], values["seed"]
+            if not is_number(ratio) or not 0 <= ratio < 1:
+                return self.fail("E335", f"`ratio` must be in [0, 1), not {show(ratio)}",
+                                 node.span)
+            if not is_int(seed) or seed < 0:
+                return self.fail("E335", "`seed` must be a non-negative integer", node.span)
+            if pp < 3:
+                return self.fail("E335", "skip needs pp >= 3: the first and last stages are "
+                                 "never skipped", node.span)
+            return ScheduleSpec("skip", ratio=float(ratio), seed=seed)
+        return ScheduleSpec(node.name)
+
+    # ---- sbp
+    def sbp(self, rules: list[ast.SbpRule], mesh) -> dict[str, NdSbp]:
+        axes = [name for name, _ in mesh if name != PIPELINE_AXIS]
+        sizes = dict(mesh)
+        named = [(i.name, i.type) for i in self.model.inputs]
+        named += [(p.name, p.type) for p in self.model.params]
+        chosen: dict[str, tuple[ast.SbpRule, tuple[Sbp, ...]]] = {}
+        exact: dict[str, ast.SbpRule] = {}
+        for rule in rules:
+            per_axis = self.rule_entries(rule, axes)
+            for pattern in rule.patterns:
+                regex = glob_regex(pattern)
+                matches = [n for n, _ in named if regex.match(n)]
+                if not matches and pattern != "*":
+                    guess = closest(pattern, [n for n, _ in named])
+                    self.fail("E316", f"`{pattern}` matches no input or parameter", rule.span,
+                              help=f"did you mean `{guess}`?" if guess else None)
+                if "*" not in pattern and pattern in exact and matches:
+                    first = exact[pattern].span
+                    self.fail("E312", f"`{pattern}` is annotated twice (first at "
+                              f"{first.line}:{first.col})", rule.span)
+                exact.setdefault(pattern, rule)
+                for name in matches:
+                    if name not in chosen and per_axis is not None:
+                        chosen[name] = (rule, per_axis)
+        out: dict[str, NdSbp] = {}
+        for name, type_ in named:
+            rule, per_axis = chosen.get(name, (None, tuple(BROADCAST for _ in axes)))
+            is_input = any(i.name == name for i in self.model.inputs)
+            for axis, sbp in zip(axes, per_axis):
+                self.check_entry(name, type_, axis, sizes[axis], sbp, rule, is_input)
+            out[name] = NdSbp(tuple(zip(axes, per_axis)))
+        return out
+
+    def rule_entries(self, rule: ast.SbpRule, axes: list[str]) -> tuple[Sbp, ...] | None:
+        given: dict[str, Sbp] = {}
+        for entry in rule.entries:
+            if entry.axis == PIPELINE_AXIS:
+                self.fail("E311", f"`{entry}`: the pipeline axis `pp` carries no SBP; stages "
+                          "decide what lives where", entry.span)
+                return None
+            if entry.axis is not None and entry.axis not in axes:
+                guess = closest(entry.axis, axes)
+                self.fail("E310", f"`{entry}` names axis `{entry.axis}`, which is not in the mesh",
+                          entry.span, help=f"did you mean `{guess}`?" if guess else
+                          "mesh axes: " + ", ".join(axes or ["none besides pp"]))
+                return None
+            sbp = Sbp(entry.kind, entry.dim)
+            for axis in [entry.axis] if entry.axis else axes:
+                if axis in given and given[axis] != sbp:
+                    self.fail("E312", f"contradicting annotations for axis `{axis}`: "
+                              f"{given[axis]} and {sbp}", entry.span)
+                    return None
+                given[axis] = sbp
+        return tuple(given.get(axis, BROADCAST) for axis in axes)
+
+    def check_entry(self, name, type_, axis, size, sbp: Sbp, rule, is_input) -> None:
+        if sbp.kind == "P":
+            what = "an input" if is_input else "a parameter"
+            self.fail("E313", f"`{name}` is {what}, which cannot be a partial sum (P); use S or B",
+                      rule.span)
+            return
+        if sbp.kind != "S":
+            return
+        if not -type_.rank <= sbp.dim < type_.rank:
+            self.fail("E314", f"`{name}`: S({sbp.dim})@{axis} splits dim {sbp.dim}, but `{name}` "
+                      f"is {type_} (rank {type_.rank})", rule.span)
+            return
+        dim = type_.shape[sbp.dim % type_.rank]
+        known = dim.subs({"batch": self.train.microbatch_size})
+        if known.divisible_by(size) is False:
+            self.fail("E315", f"`{name}`: dim {sbp.dim % type_.rank} of size {known} does not "
+                      f"split evenly over `{axis}` ({size} devices)", rule.span)
+
+    def batch_split(self, mesh) -> None:
+        dp = dict(mesh).get("dp", 1)
+        need = self.train.microbatches * dp
+        if self.train.batch % need:
+            self.fail("E340", f"batch {self.train.batch} does not divide into "
+                      f"{self.train.microbatches} microbatches x dp = {dp}", self.train.span,
+                      help=f"use a batch that is a multiple of {need}")
+
+    # ---- stages
+    def stages(self, autos, stages: list[ast.Stage], mesh, schedule):
+        pp = dict(mesh).get(PIPELINE_AXIS, 1)
+        count = pp * (schedule.virtual if schedule else 1)
+        scopes = [s.name for s in self.model.scopes]
+        if autos and stages:
+            self.fail("E320", "give either `stages auto` or explicit `stage` lines, not both",
+                      stages[0].span)
+            return "auto"
+        if not stages:
+            if len(scopes) < count:
+                self.fail("E325", f"{count} stages need at least {count} top-level calls in the "
+                          f"model; it has {len(scopes)}", (autos[0] if autos else self.node).span)
+            return "auto"
+        result: list[tuple[str, ...]] = []
+        for expected, stage in enumerate(stages):
+            if stage.index != expected:
+                self.fail("E320", f"stages must be numbered 0, 1, ... in order; expected stage "
+                          f"{expected}, found stage {stage.index}", stage.span)
+                return "auto"
+            names: list[str] = []
+            for item in stage.items:
+                found = self.stage_item(item)
+                if found is None:
+                    return "auto"
+                names.extend(found)
+            result.append(tuple(names))
+        if len(result) != count:
+            self.fail("E321", f"the plan needs {count} stages (pp = {pp}"
+                      f"{f' x virtual = {schedule.virtual}' if schedule and schedule.virtual > 1 else ''}"
+                      f"), but {len(result)} are given", stages[-1].span)
+            return "auto"
+        flat = [n for stage in result for n in stage]
+        seen: set[str] = set()
+        for stage, node in zip(result, stages):
+            for name in stage:
+                if name in seen:
+                    self.fail("E324", f"`{name}` is in two stages", node.span)
+                    return "auto"
+                seen.add(name)
+        missing = [n for n in scopes if n not in seen]
+        if missing:
+            self.fail("E324", f"`{missing[0]}` is in no stage", stages[-1].span,
+                      help="stages must cover every top-level call of the model once")
+            return "auto"
+        if flat != scopes:
+            for i, (want, got) in enumerate(zip(scopes, flat)):
+                if want != got:
+                    node = stages[next(k for k, st in enumerate(result) if got in st)]
+                    self.fail("E324", f"stages list `{got}` where the model runs `{want}`: stages "
+                              "must follow the model's order", node.span)
+                    break
+            return "auto"
+        return tuple(result)
+
+    def stage_item(self, item: ast.StageItem) -> list[str] | None:
+        bases = {s.base for s in self.model.scopes}
+        matching = [s for s in self.model.scopes if s.base == item.name]
+        if not matching:
+            guess = closest(item.name, bases)
+            self.fail("E322", f"`{item.name}` is not a top-level call of the model", item.span,
+                      help=f"did you mean `{guess}`?" if guess else
+                      "top-level calls: " + ", ".join(sorted(bases)))
+            return None
+        if item.start is None:
+            return [s.name for s in matching]
+        evaluator = SettingEvaluator(self.err, dict(self.model.hyper))
+        start = evaluator.value(item.start)
+        stop = evaluator.value(item.stop) if item.stop is not None else \
+            (start + 1 if is_int(start) else start)
+        if not is_int(start) or not is_int(stop):
+            self.fail("E323", "stage ranges need integer bounds", item.span)
+            return None
+        indexed = {s.index: s.name for s in matching if s.index is not None}
+        wanted = list(range(start, stop))
+        absent = [i for i in wanted if i not in indexed]
+        if not wanted or absent:
+            valid = f"{min(indexed)}..{max(indexed) + 1}" if indexed else "none"
+            self.fail("E323", f"`{item.name}[{start}..{stop}]` is outside the calls the model "
+                      f"makes (`{item.name}` indices {valid})", item.span)
+            return None
+        return [indexed[i] for i in wanted]
+

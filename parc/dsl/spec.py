@@ -1,0 +1,168 @@
+"""What the checker produces: frozen configs for the model, hardware, training and parallelism."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ops.sbp import NdSbp
+from ..ops.types import TensorT
+from .ast import Span
+
+
+def _span():
+    return field(default=None, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str  # scoped: block[3].attn.q.w
+    value: int  # the tensor id it binds
+    type: TensorT
+    init: tuple[str, tuple[float, ...]]  # ("normal", (0.02,)), ("zeros", ()), ...
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str
+    value: int
+    type: TensorT
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    kind: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    attrs: tuple[tuple[str, object], ...]
+    scope: str  # the call scope path, "" at model level
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class TopScope:
+    """A call made directly in the model body: the unit stages are made of."""
+
+    name: str  # embed, block[3]
+    base: str  # embed, block
+    index: int | None
+    span: Span | None = _span()
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    hyper: dict[str, object]
+    inputs: list[InputInfo]
+    params: list[ParamInfo]
+    ops: list[OpInfo]
+    values: dict[int, TensorT]  # every tensor id -> its type
+    outputs: dict[str, int]
+    scopes: list[TopScope]
+    span: Span | None = None
+
+    @property
+    def num_layers(self) -> int:
+        """The count of the most repeated indexed top-level call (the transformer blocks)."""
+        counts: dict[str, int] = {}
+        for scope in self.scopes:
+            if scope.index is not None:
+                counts[scope.base] = counts.get(scope.base, 0) + 1
+        return max(counts.values(), default=0)
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    name: str
+    device: str  # "cpu" or "cuda"
+    devices: int
+    devices_per_node: int
+    memory: float  # bytes per device
+    flops_f32: float  # FLOP/s per device
+    flops_bf16: float
+    mem_bw: float  # bytes/s
+    intra_bw: float  # bytes/s per direction
+    intra_latency: float  # seconds
+    inter_bw: float | None
+    inter_latency: float | None
+    efficiency: float
+    span: Span | None = _span()
+
+    @property
+    def num_nodes(self) -> int:
+        return self.devices // self.devices_per_node
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str  # "adamw" or "sgd"
+    lr: float
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    kind: str  # "synthetic" or "tokens"
+    seed: int = 0
+    path: str | None = None
+    dtype: str = "u16"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    batch: int
+    microbatches: int = 1
+    steps: int = 1
+    seed: int = 0
+    optimizer: OptimizerSpec = OptimizerSpec("adamw", 3e-4)
+    data: DataSpec = DataSpec("synthetic")
+    precision: str = "f32"
+    grad_clip: float | None = None
+    span: Span | None = _span()
+
+    @property
+    def microbatch_size(self) -> int:
+        return self.batch // self.microbatches
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str  # gpipe, 1f1b, interleaved, zb_h1, skip
+    virtual: int = 1
+    ratio: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ParallelSpec:
+    hardware: HardwareSpec
+    mesh: tuple[tuple[str, int], ...]  # (axis, size) outer to inner; includes pp when given
+    sbp: dict[str, NdSbp]  # input and parameter names -> their SBP (every name present)
+    stages: str | tuple[tuple[str, ...], ...]  # "auto" or top-level scope names per stage
+    schedule: ScheduleSpec
+    recompute: tuple[str, ...]  # () none, ("all",) every stage, else def names
+    span: Span | None = _span()
+
+    def axis_size(self, axis: str) -> int:
+        return dict(self.mesh).get(axis, 1)
+
+    @property
+    def num_stages(self) -> int:
+        return self.axis_size("pp") * self.schedule.virtual
+
+
+@dataclass
+class Spec:
+    """A fully checked .par file."""
+
+    file: str
+    model: ModelSpec | None
+    train: TrainSpec | None
+    parallel: ParallelSpec | None
+    hardware: dict[str, HardwareSpec]
+    sources: dict[str, str]

@@ -1,0 +1,110 @@
+"""Checks the `train` block into a TrainSpec."""
+
+from __future__ import annotations
+
+from . import ast
+from .settings import (POISON, CallValue, Ident, SettingEvaluator, ident, is_int, is_number,
+                       non_negative_int, positive_int, positive_number, read_settings, show)
+from .spec import DataSpec, OptimizerSpec, TrainSpec
+
+OPTIMIZERS = {
+    "adamw": {"lr": None, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8},
+    "sgd": {"lr": None, "momentum": 0.0, "weight_decay": 0.0},
+}
+TOKEN_DTYPES = ("u16", "i32", "i64")
+
+
+def _call_args(call: CallValue, params: dict, err, what: str) -> dict | None:
+    """Bind a setting call's arguments to `params` (name -> default, None when required)."""
+    names = list(params)
+    if len(call.args) > len(names):
+        err("E113", f"`{call.name}` takes {len(names)} arguments, got {len(call.args)}",
+            call.span)
+        return None
+    bound = dict(zip(names, call.args))
+    for key, value, span in call.kwargs:
+        if key not in params:
+            err("E114", f"`{call.name}` has no parameter `{key}`", span or call.span,
+                help=f"its parameters: {', '.join(names)}")
+            return None
+        bound[key] = value
+    for key, default in params.items():
+        if key not in bound:
+            if default is None:
+                err("E113", f"`{call.name}` needs `{key}`", call.span)
+                return None
+            bound[key] = default
+    return bound
+
+
+def _optimizer(values, span, err, key):
+    (value,) = values if len(values) == 1 else (None,)
+    if isinstance(value, Ident) and value.name in OPTIMIZERS:
+        value = CallValue(value.name, (), (), span)
+    if not isinstance(value, CallValue) or value.name not in OPTIMIZERS:
+        return err("E148", f"`optimizer` must be {' or '.join(f'`{n}(...)`' for n in OPTIMIZERS)}"
+                   f", not {show(value)}", span)
+    bound = _call_args(value, OPTIMIZERS[value.name], err, "optimizer")
+    if bound is None:
+        return POISON
+    for name, number in bound.items():
+        if not is_number(number) or number < 0:
+            return err("E146", f"`{name}` of `{value.name}` must be a non-negative number",
+                       value.span)
+    if bound["lr"] <= 0:
+        return err("E146", "the learning rate must be positive", value.span)
+    return OptimizerSpec(value.name, **{k: float(v) for k, v in bound.items()})
+
+
+def _data(values, span, err, key):
+    (value,) = values if len(values) == 1 else (None,)
+    if isinstance(value, Ident) and value.name == "synthetic":
+        value = CallValue("synthetic", (), (), span)
+    if not isinstance(value, CallValue) or value.name not in ("synthetic", "tokens"):
+        return err("E148", f"`data` must be `synthetic(seed = N)` or `tokens(\"file.bin\")`, not "
+                   f"{show(value)}", span)
+    if value.name == "synthetic":
+        bound = _call_args(value, {"seed": 0}, err, "data")
+        if bound is None:
+            return POISON
+        if not is_int(bound["seed"]) or bound["seed"] < 0:
+            return err("E146", "`seed` must be a non-negative integer", value.span)
+        return DataSpec("synthetic", seed=bound["seed"])
+    bound = _call_args(value, {"path": None, "dtype": Ident("u16"), "seed": 0}, err, "data")
+    if bound is None:
+        return POISON
+    if not isinstance(bound["path"], str) or not bound["path"]:
+        return err("E146", "`tokens` needs a file path string", value.span)
+    dtype = bound["dtype"]
+    if not isinstance(dtype, Ident) or dtype.name not in TOKEN_DTYPES:
+        return err("E146", f"`dtype` of `tokens` must be one of {', '.join(TOKEN_DTYPES)}",
+                   value.span)
+    return DataSpec("tokens", seed=bound["seed"], path=bound["path"], dtype=dtype.name)
+
+
+SCHEMA = {
+    "batch": positive_int,
+    "microbatches": positive_int,
+    "steps": positive_int,
+    "seed": non_negative_int,
+    "optimizer": _optimizer,
+    "data": _data,
+    "precision": ident("f32", "bf16"),
+    "grad_clip": positive_number,
+}
+
+
+def check_train(node: ast.Train, err) -> TrainSpec | None:
+    values = read_settings(node.settings, SCHEMA, SettingEvaluator(err), err, "`train`")
+    spans = values.pop("__spans__")
+    if any(key not in values for key in spans):
+        return None
+    if "batch" not in values:
+        err("E149", "`train` needs `batch` (the global batch size)", node.span)
+        return None
+    microbatches = values.get("microbatches", 1)
+    if values["batch"] % microbatches:
+        err("E340", f"batch {values['batch']} does not divide into {microbatches} microbatches",
+            spans.get("microbatches", node.span))
+        return None
+    return TrainSpec(span=node.span, **values)

@@ -1,0 +1,1 @@
+"""The op catalog and symbolic dimensions: a leaf package shared by the dsl and the compiler."""
