@@ -39,8 +39,9 @@ class CallMixin:
         operand_count = len(spec.operands)
         if len(args) < operand_count:
             missing = spec.operands[len(args)]
+            signature = ", ".join(spec.operands + tuple(spec.attr_names()))
             return self.err("E113", f"`{spec.name}` is missing operand `{missing}`", e.span,
-                            help=f"{spec.name}({', '.join(spec.operands + tuple(spec.attr_names()))})")
+                            help=f"{spec.name}({signature})")
         operands, rest = args[:operand_count], args[operand_count:]
         attr_names = spec.attr_names()
         if len(rest) > len(attr_names):
@@ -125,7 +126,7 @@ class CallMixin:
         if label in caller.used_scopes:
             first = caller.used_scopes[label]
             where = f" by the call at {first.line}:{first.col}" if first else ""
-            return self.err("E120", f"the parameter scope `{scope}` is already used{where}",
+            return self.err("E120", f"the parameter scope `{base}` is already used{where}",
                             e.span, help=f"name this call: `{node.name}(...) as NEW_NAME`")
         caller.used_scopes[label] = e.span
         if caller.is_model:
@@ -142,6 +143,9 @@ class CallMixin:
             if key in bound:
                 return self.err("E114", f"argument `{key}` is given twice", kw.span)
             bound[key] = value
+        return self.inline(frame, node, bound, e)
+
+    def inline(self, frame, node: ast.Def, bound: dict, e: ast.Call) -> Value:
         for param in node.params:
             if param.name in bound:
                 frame.env[param.name] = bound[param.name]
@@ -153,7 +157,11 @@ class CallMixin:
         for param in node.params:
             if param.pattern is not None and not self.match_pattern(frame, node, param, e):
                 return POISON
-        self.stmts(frame, node.body)
+        self.calls.append((node.name, e.span))
+        try:
+            self.stmts(frame, node.body)
+        finally:
+            self.calls.pop()
         if frame.returned is None:
             return self.err("E152", f"`{node.name}` returns nothing", e.span,
                             help="end the def with `return VALUE`")

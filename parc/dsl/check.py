@@ -25,11 +25,12 @@ class _Reporter:
         self.diagnostics = diagnostics
         self.seen: set[tuple] = set()
 
-    def __call__(self, code: str, message: str, span, help: str | None = None):
+    def __call__(self, code: str, message: str, span, help: str | None = None,
+                 note: str | None = None):
         key = (code, message, span)
         if key not in self.seen:
             self.seen.add(key)
-            self.diagnostics.append(Diagnostic(code, message, span, help))
+            self.diagnostics.append(Diagnostic(code, message, span, help, note))
         return POISON
 
 
@@ -49,7 +50,7 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
     train_node = _single([i for i in items if isinstance(i, ast.Train)], "train", err)
     parallel_node = _single([i for i in items if isinstance(i, ast.Parallel)], "parallel", err)
 
-    for key, module in program.modules.items():
+    for module in program.modules.values():
         for item in module.items:
             if isinstance(item, ast.Def):
                 _check_def_header(item, err)
@@ -102,11 +103,14 @@ def _check_loss(model, train_node, err) -> None:
         return
     type_ = model.values[loss]
     if type_.shape != () or not type_.is_float:
-        err("E172", f"the training loss must be a float scalar, got {type_}", model.span)
+        err("E172", f"the training loss must be a float scalar, got {type_}",
+            model.output_spans.get("loss", model.span))
 
 
 def _check_parallel(node, model, train, hardware, spaces, main_key, program, err):
     if model is None or train is None:
+        if train is None and any(isinstance(i, ast.Train) for i in program.main.items):
+            return None  # the train block's own errors are reported
         err("E305", "`parallel` needs a `model` and a `train` block in the same file", node.span)
         return None
     hw = hardware.get(node.hardware)

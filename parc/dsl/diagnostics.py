@@ -13,6 +13,7 @@ class Diagnostic:
     message: str
     span: Span | None
     help: str | None = None
+    note: str | None = None
     severity: str = "error"
 
     def render(self, sources: dict[str, str]) -> str:
@@ -21,7 +22,7 @@ class Diagnostic:
             head = f"{self.severity}[{self.code}]: {self.message}"
             return head + (f"\n  = help: {self.help}" if self.help else "")
         span = self.span
-        lines = [f"{span.file}:{span.line}:{span.col}: {self.severity}[{self.code}]: {self.message}"]
+        lines = [f"{span}: {self.severity}[{self.code}]: {self.message}"]
         text = sources.get(span.file)
         if text is not None:
             source_lines = text.splitlines()
@@ -34,6 +35,8 @@ class Diagnostic:
                 width = max(1, min(width, len(line) - span.col + 1))
                 lines.append(gutter + line)
                 lines.append(" " * (len(gutter) + span.col - 1) + "^" * width)
+        if self.note:
+            lines.append(f"     = note: {self.note}")
         if self.help:
             lines.append(f"     = help: {self.help}")
         return "\n".join(lines)

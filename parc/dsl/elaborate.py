@@ -19,9 +19,11 @@ FREE_DIM = "batch"
 
 
 class Elaborator(CallMixin):
-    def __init__(self, spaces: dict[str, Namespace], err):
+    def __init__(self, spaces: dict[str, Namespace], report):
         self.spaces = spaces
-        self.err = err  # the checker's reporter: err(code, message, span, help=None) -> POISON
+        self.report = report  # the checker's reporter: (code, message, span, help, note) -> POISON
+        self.calls: list[tuple[str, ast.Span | None]] = []  # the def calls being inlined
+        self.output_spans: dict[str, ast.Span | None] = {}
         self.values: dict[int, TensorT] = {}
         self.ops: list[OpInfo] = []
         self.params: list[ParamInfo] = []
@@ -29,6 +31,18 @@ class Elaborator(CallMixin):
         self.inputs: list[InputInfo] = []
         self.scopes: list[TopScope] = []
         self.outputs: dict[str, int] = {}
+
+    def err(self, code: str, message: str, span: ast.Span | None, help: str | None = None):
+        """Report a diagnostic; inside an inlined def, note the call that led there."""
+        note = None
+        if self.calls:
+            outer, site = self.calls[0]
+            inner = self.calls[-1][0]
+            if site is not None and (span is None or (span.file, span.line) != (site.file,
+                                                                                 site.line)):
+                via = f" (through `{outer}`)" if outer != inner else ""
+                note = f"in `{inner}`{via}, called at {site}"
+        return self.report(code, message, span, help, note)
 
     def new_tensor(self, type_: TensorT) -> Tensor:
         tensor = Tensor(len(self.values), type_)
@@ -61,7 +75,7 @@ class Elaborator(CallMixin):
         except Abort:
             pass
         return ModelSpec(node.name, hyper, self.inputs, self.params, self.ops, self.values,
-                         self.outputs, self.scopes, node.span)
+                         self.outputs, self.scopes, node.span, self.output_spans)
 
     # ---- statements
     def stmts(self, frame: Frame, body: tuple[ast.Stmt, ...]) -> None:
@@ -264,6 +278,7 @@ class Elaborator(CallMixin):
             self.err("E171", f"output `{stmt.name}` is declared twice", stmt.span)
             return
         self.outputs[stmt.name] = value.id
+        self.output_spans[stmt.name] = stmt.span
 
     # ---- expressions
     def expr(self, frame: Frame, e: ast.Expr) -> Value:

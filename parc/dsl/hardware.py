@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from . import ast
 from .names import Entity, Namespace, resolve, suggestion
-from .settings import (POISON, SettingEvaluator, fraction, ident, is_number, positive_int,
-                       quantity, read_settings)
+from .settings import (
+    POISON,
+    SettingEvaluator,
+    fraction,
+    ident,
+    is_number,
+    positive_int,
+    quantity,
+    read_settings,
+)
 from .spec import HardwareSpec
 
 SCHEMA = {

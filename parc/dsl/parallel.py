@@ -42,9 +42,9 @@ class ParallelChecker:
         self.def_names = def_names
         self.ok = True
 
-    def fail(self, *args, **kwargs):
+    def fail(self, *args, **kwargs) -> None:
         self.ok = False
-        return self.err(*args, **kwargs)
+        self.err(*args, **kwargs)
 
     def check(self) -> ParallelSpec | None:
         by_kind: dict[type, list] = {}
@@ -69,8 +69,9 @@ class ParallelChecker:
             self.ok = False
         schedules = by_kind.get(ast.Schedule, [])
         schedule = self.schedule(schedules[0] if schedules else None, mesh)
+        batch_ok = self.batch_split(mesh)
         rules = [r for block in by_kind.get(ast.SbpBlock, []) for r in block.rules]
-        sbp = self.sbp(rules, mesh)
+        sbp = self.sbp(rules, mesh, batch_ok)
         stages = self.stages(by_kind.get(ast.StagesAuto, []), by_kind.get(ast.Stage, []), mesh,
                              schedule)
         recompute = settings.get("recompute", ())
@@ -79,7 +80,6 @@ class ParallelChecker:
                 guess = closest(name, self.def_names)
                 self.fail("E350", f"`recompute {name}`: no def is called `{name}`",
                           spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
-        self.batch_split(mesh)
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span)
@@ -169,7 +169,7 @@ class ParallelChecker:
         return ScheduleSpec(node.name)
 
     # ---- sbp
-    def sbp(self, rules: list[ast.SbpRule], mesh) -> dict[str, NdSbp]:
+    def sbp(self, rules: list[ast.SbpRule], mesh, batch_ok: bool) -> dict[str, NdSbp]:
         axes = [name for name, _ in mesh if name != PIPELINE_AXIS]
         sizes = dict(mesh)
         named = [(i.name, i.type) for i in self.model.inputs]
@@ -194,12 +194,21 @@ class ParallelChecker:
                     if name not in chosen and per_axis is not None:
                         chosen[name] = (rule, per_axis)
         out: dict[str, NdSbp] = {}
+        problems: dict[tuple, list[str]] = {}  # one diagnostic per rule and kind of problem
         for name, type_ in named:
             rule, per_axis = chosen.get(name, (None, tuple(BROADCAST for _ in axes)))
             is_input = any(i.name == name for i in self.model.inputs)
             for axis, sbp in zip(axes, per_axis):
-                self.check_entry(name, type_, axis, sizes[axis], sbp, rule, is_input)
+                found = self.entry_problem(name, type_, axis, sizes[axis], sbp, is_input,
+                                           batch_ok)
+                if found is not None:
+                    problems.setdefault((id(rule), found[0]), []).append((rule, found))
             out[name] = NdSbp(tuple(zip(axes, per_axis)))
+        for found in problems.values():
+            rule, (code, message) = found[0]
+            more = len(found) - 1
+            suffix = f" (and {more} more name{'s' * (more != 1)} this rule matches)" if more else ""
+            self.fail(code, message + suffix, rule.span)
         return out
 
     def rule_entries(self, rule: ast.SbpRule, axes: list[str]) -> tuple[Sbp, ...] | None:
@@ -224,31 +233,35 @@ class ParallelChecker:
                 given[axis] = sbp
         return tuple(given.get(axis, BROADCAST) for axis in axes)
 
-    def check_entry(self, name, type_, axis, size, sbp: Sbp, rule, is_input) -> None:
+    def entry_problem(self, name, type_, axis, size, sbp: Sbp, is_input,
+                      batch_ok) -> tuple[str, str] | None:
+        """(code, message) when `sbp` cannot apply to this tensor on this axis."""
         if sbp.kind == "P":
             what = "an input" if is_input else "a parameter"
-            self.fail("E313", f"`{name}` is {what}, which cannot be a partial sum (P); use S or B",
-                      rule.span)
-            return
+            return "E313", f"`{name}` is {what}, which cannot be a partial sum (P); use S or B"
         if sbp.kind != "S":
-            return
+            return None
         if not -type_.rank <= sbp.dim < type_.rank:
-            self.fail("E314", f"`{name}`: S({sbp.dim})@{axis} splits dim {sbp.dim}, but `{name}` "
-                      f"is {type_} (rank {type_.rank})", rule.span)
-            return
+            return "E314", (f"`{name}`: S({sbp.dim})@{axis} splits dim {sbp.dim}, but `{name}` "
+                             f"is {type_} (rank {type_.rank})")
         dim = type_.shape[sbp.dim % type_.rank]
+        if "batch" in dim.symbols and not batch_ok:
+            return None  # the batch size itself is already reported
         known = dim.subs({"batch": self.train.microbatch_size})
         if known.divisible_by(size) is False:
-            self.fail("E315", f"`{name}`: dim {sbp.dim % type_.rank} of size {known} does not "
-                      f"split evenly over `{axis}` ({size} devices)", rule.span)
+            return "E315", (f"`{name}`: dim {sbp.dim % type_.rank} of size {known} does not "
+                            f"split evenly over `{axis}` ({size} devices)")
+        return None
 
-    def batch_split(self, mesh) -> None:
+    def batch_split(self, mesh) -> bool:
         dp = dict(mesh).get("dp", 1)
         need = self.train.microbatches * dp
-        if self.train.batch % need:
-            self.fail("E340", f"batch {self.train.batch} does not divide into "
-                      f"{self.train.microbatches} microbatches x dp = {dp}", self.train.span,
-                      help=f"use a batch that is a multiple of {need}")
+        if self.train.batch % need == 0:
+            return True
+        self.fail("E340", f"batch {self.train.batch} does not divide into "
+                  f"{self.train.microbatches} microbatches x dp = {dp}", self.train.span,
+                  help=f"use a batch that is a multiple of {need}")
+        return False
 
     # ---- stages
     def stages(self, autos, stages: list[ast.Stage], mesh, schedule):
@@ -278,9 +291,11 @@ class ParallelChecker:
                 names.extend(found)
             result.append(tuple(names))
         if len(result) != count:
-            self.fail("E321", f"the plan needs {count} stages (pp = {pp}"
-                      f"{f' x virtual = {schedule.virtual}' if schedule and schedule.virtual > 1 else ''}"
-                      f"), but {len(result)} are given", stages[-1].span)
+            virtual = schedule.virtual if schedule else 1
+            product = f"pp = {pp}" + (f" x virtual = {virtual}" if virtual > 1 else "")
+            given = f"only {len(result)}" if len(result) < count else str(len(result))
+            self.fail("E321", f"the plan needs {count} stages ({product}); {given} "
+                      f"{'is' if len(result) == 1 else 'are'} given", stages[-1].span)
             return "auto"
         flat = [n for stage in result for n in stage]
         seen: set[str] = set()
@@ -296,7 +311,7 @@ class ParallelChecker:
                       help="stages must cover every top-level call of the model once")
             return "auto"
         if flat != scopes:
-            for i, (want, got) in enumerate(zip(scopes, flat)):
+            for want, got in zip(scopes, flat):
                 if want != got:
                     node = stages[next(k for k, st in enumerate(result) if got in st)]
                     self.fail("E324", f"stages list `{got}` where the model runs `{want}`: stages "

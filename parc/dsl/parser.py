@@ -13,6 +13,7 @@ from . import ast
 from .diagnostics import Diagnostic, ParcError
 from .syntax_errors import describe_syntax_error
 
+QUANTITY = re.compile(r"([0-9.eE+-]+?)[ \t]*([KMGTP]?i?(?:B/s|B|FLOPS)|[mun]?s)$")
 TOP_LEVEL = re.compile(r"^(use|hardware|def|model|train|parallel)\b")
 MAX_SYNTAX_ERRORS = 10
 
@@ -80,7 +81,8 @@ class _Builder(Transformer):
 
     def type_pattern(self, meta, children):
         dtype, *dims = children
-        return ast.TypePattern(str(dtype) if dtype else None, tuple(_present(dims)), self._span(meta))
+        dtype = str(dtype) if dtype else None
+        return ast.TypePattern(dtype, tuple(_present(dims)), self._span(meta))
 
     def pattern_name(self, meta, children):
         return str(children[0])
@@ -142,8 +144,10 @@ class _Builder(Transformer):
         return ast.Setting(str(key), tuple(values), self._span(meta))
 
     def quantity(self, meta, children):
-        value, unit = children
-        return ast.Quantity(value, str(unit), self._span(meta))
+        (token,) = children
+        number, unit = QUANTITY.match(str(token)).groups()
+        value = ast.Float(float(number)) if re.search(r"[.eE]", number) else ast.Int(int(number))
+        return ast.Quantity(value, unit, self._span(meta))
 
     def parallel(self, meta, children):
         hardware, *body = children
@@ -160,20 +164,20 @@ class _Builder(Transformer):
         return ast.SbpBlock(tuple(rules), self._span(meta))
 
     def sbp_rule(self, meta, children):
-        patterns = tuple(str(c) for c in children if isinstance(c, Token))
+        patterns = tuple(str(c) for c in children if isinstance(c, Token) and c.type == "PATTERN")
         entries = tuple(c for c in children if isinstance(c, ast.SbpEntry))
         return ast.SbpRule(patterns, entries, self._span(meta))
 
     def sbp_split(self, meta, children):
-        dim, axis = children
+        _, dim, axis = children
         return ast.SbpEntry("S", int(dim), str(axis) if axis else None, self._span(meta))
 
     def sbp_broadcast(self, meta, children):
-        (axis,) = children
+        _, axis = children
         return ast.SbpEntry("B", None, str(axis) if axis else None, self._span(meta))
 
     def sbp_partial(self, meta, children):
-        (axis,) = children
+        _, axis = children
         return ast.SbpEntry("P", None, str(axis) if axis else None, self._span(meta))
 
     def stages_auto(self, meta, children):

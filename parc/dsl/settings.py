@@ -1,4 +1,4 @@
-"""Evaluates setting values (`memory 80 GB`, `optimizer adamw(lr = 3e-4)`) to plain Python values."""
+"""Evaluates setting values (`memory 80 GB`, `optimizer adamw(lr = 3e-4)`) to Python values."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ class ModelSpec:
     outputs: dict[str, int]
     scopes: list[TopScope]
     span: Span | None = None
+    output_spans: dict[str, Span | None] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:

@@ -18,15 +18,18 @@ REGEX_TERMINALS = {
     "SIGNED_INT": "an integer",
     "FLOAT": "a number",
     "STRING": "a string",
-    "UNIT": "a unit",
+    "QUANTITY": "a number with a unit",
     "PATTERN": "a name pattern",
     "SCHEDULE_NAME": "a schedule name",
+    "SBP_S": "`S(dim)`",
+    "SBP_B": "`B`",
+    "SBP_P": "`P`",
 }
 EXPRESSION_START = {"INT", "FLOAT", "STRING", "NAME", "TRUE", "FALSE", "LPAR", "LSQB", "MINUS"}
 STATEMENT_START = {"INPUT", "PARAM", "FOR", "OUTPUT", "RETURN"}
 ITEM_START = {"USE", "HARDWARE", "DEF", "MODEL", "TRAIN", "PARALLEL"}
 PARALLEL_START = {"MESH", "SBP", "STAGES", "STAGE", "SCHEDULE"}
-NOISE = {"PLUS", "MINUS", "STAR", "SLASH", "DOT", "AS", "LPAR", "UNIT", "COMMA"}
+NOISE = {"PLUS", "MINUS", "STAR", "SLASH", "DOT", "AS", "LPAR", "QUANTITY", "COMMA"}
 TOP_LEVEL_WORDS = {"use", "hardware", "def", "model", "train", "parallel"}
 
 
@@ -167,7 +170,8 @@ def describe_syntax_error(exc: UnexpectedInput, text: str, file: str, lark: Lark
         return Diagnostic("E004", message, span)
     if opened and opened[-1].bracket in "([" and not found_item:
         closer = {"(": ("RPAR", ")"), "[": ("RSQB", "]")}[opened[-1].bracket]
-        if closer[0] in expected and token_type in ("RBRACE", "$END", "NAME"):
+        later = at_end or exc.token.line > opened[-1].line
+        if closer[0] in expected and (later or token_type in ("RBRACE", "$END")):
             bracket = opened[-1]
             message = (f"expected `{closer[1]}` to close `{bracket.bracket}` opened at "
                        f"{bracket.line}:{bracket.col}, found {found}")

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from . import ast
-from .settings import (POISON, CallValue, Ident, SettingEvaluator, ident, is_int, is_number,
-                       non_negative_int, positive_int, positive_number, read_settings, show)
+from .settings import (
+    POISON,
+    CallValue,
+    Ident,
+    SettingEvaluator,
+    ident,
+    is_int,
+    is_number,
+    non_negative_int,
+    positive_int,
+    positive_number,
+    read_settings,
+    show,
+)
 from .spec import DataSpec, OptimizerSpec, TrainSpec
 
 OPTIMIZERS = {

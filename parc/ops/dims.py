@@ -120,7 +120,8 @@ class Dim:
         if not self.terms:
             return "0"
         parts = []
-        for i, (monomial, coef) in enumerate(self.terms if self.is_const else _symbolic_first(self)):
+        terms = self.terms if self.is_const else _symbolic_first(self)
+        for i, (monomial, coef) in enumerate(terms):
             sign = "-" if coef < 0 else ("+" if i else "")
             mag = abs(coef)
             body = "*".join(monomial)
