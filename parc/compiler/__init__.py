@@ -1,0 +1,1 @@
+"""The compiler: dataflow IR, passes, cost model, schedules and code generation."""
