@@ -5,16 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import __version__
+from .compiler.ir import Graph
+from .compiler.ir_json import graph_to_json
+from .compiler.ir_parse import IrSyntaxError, parse_graph
+from .compiler.ir_show import console, show_graph, summary_table
+from .compiler.passes import PASS_NAMES, lower, run_passes
+from .compiler.verify import VerifyError
 from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
-__all__ = ["__version__", "check", "parse_overrides", "summary"]
+__all__ = ["PASS_NAMES", "__version__", "check", "console", "graph_to_json", "ir",
+           "parse_overrides", "show_graph", "summary", "summary_table"]
 
 
 def check(path: str | Path, overrides: dict | None = None) -> Spec:
     """Parse and check a .par file. Raises ParcError with every diagnostic."""
     return check_file(path, overrides)
+
+
+def ir(path: str | Path, after: str = PASS_NAMES[-1], run: str | None = None,
+       verify: bool = False, overrides: dict | None = None) -> Graph:
+    """The IR of a .par spec after pass `after`, or of a printed .ir file after `run` passes."""
+    if str(path).endswith(".ir"):
+        try:
+            graph = parse_graph(Path(path).read_text())
+            names = [n.strip() for n in (run or "").split(",") if n.strip()]
+            unknown = [n for n in names if n not in PASS_NAMES[1:]]
+            if unknown:
+                raise ParcError([Diagnostic("E108", f"unknown pass `{unknown[0]}`", None,
+                                            help="passes: " + ", ".join(PASS_NAMES[1:]))])
+            return run_passes(graph, names, verify)
+        except (OSError, IrSyntaxError, ValueError, VerifyError) as exc:
+            raise ParcError([Diagnostic("E109", f"{path}: {exc}", None)]) from None
+    return lower(check(path, overrides), after, verify)
 
 
 def parse_overrides(items: list[str]) -> dict:

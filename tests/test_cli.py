@@ -5,7 +5,7 @@ from parc.cli import COMMANDS, main
 
 
 def test_cli_surface_grows_only_on_purpose():
-    assert COMMANDS == ("check",)
+    assert COMMANDS == ("check", "ir")
 
 
 def test_check_ok_and_summary(in_root, capsys):
@@ -35,3 +35,29 @@ def test_console_script_runs_as_a_module(in_root):
     assert result.returncode == 1
     assert result.stderr.startswith("tests/dsl/bad/syntax_stray_brace.par:1:1: error[E002]")
     assert "Traceback" not in result.stderr
+
+
+def test_ir_after_a_pass_scope_and_summary(in_root, capsys):
+    assert main(["ir", "examples/gpt_tp.par", "--after", "sbp", "--scope", "block[1].mlp*"]) == 0
+    out = capsys.readouterr().out
+    assert "needs(" not in out.split("graph")[0]
+    assert "@block[1].mlp.fc2" in out and "@block[2]" not in out
+    assert main(["ir", "examples/gpt_tp.par", "--summary"]) == 0
+    table = capsys.readouterr().out
+    assert "AR@tp x2" in table and "gradAR@dp x16" in table
+
+
+def test_ir_json_and_ir_files(in_root, capsys, tmp_path):
+    import json
+
+    assert main(["ir", "examples/gpt_tiny.par", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mesh"] == {"pp": 2, "dp": 2}
+    assert [op["kind"] for op in data["ops"]].count("embedding") == 1
+    assert main(["ir", "examples/gpt_tiny.par", "--after", "sbp"]) == 0
+    saved = tmp_path / "g.ir"
+    saved.write_text(capsys.readouterr().out)
+    assert main(["ir", str(saved), "--run", "boxing", "--verify"]) == 0
+    assert capsys.readouterr().out.count("grad_all_reduce") == 68
+    assert main(["ir", str(saved), "--run", "nope"]) == 1
+    assert "unknown pass `nope`" in capsys.readouterr().err

@@ -141,6 +141,9 @@ def print_graph(graph: Graph, scope_filter=None) -> str:
     for name in graph.inputs:
         lines.append("input " + format_value(graph, graph.values[name]))
     for param in graph.params:
+        owner = param.name.rsplit(".", 1)[0] if "." in param.name else ""
+        if scope_filter is not None and not scope_filter(owner):
+            continue
         func, args = param.init
         init = func + (f"({', '.join(repr(a) for a in args)})" if args else "")
         lines.append("param " + format_value(graph, graph.values[param.name]) + f" init {init}")

@@ -1,1 +1,41 @@
-"""The pass pipeline: each pass is a named function Graph -> Graph, in one ordered list."""
+"""The pass pipeline: `elaborate` turns a checked spec into a Graph, then each pass is a named
+function Graph -> Graph, in one ordered list that can be printed and stopped after any pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ...dsl.spec import Spec
+from ..ir import Graph
+from ..verify import verify as verify_graph
+from .boxing import boxing
+from .elaborate import elaborate
+from .sbp import sbp
+from .shapes import shapes
+
+PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("shapes", shapes),
+    ("sbp", sbp),
+    ("boxing", boxing),
+]
+PASS_NAMES = ["elaborate"] + [name for name, _ in PASSES]
+
+
+def run_passes(graph: Graph, names: list[str], verify: bool = False) -> Graph:
+    """Run the named passes (in pipeline order) on a graph."""
+    for name, fn in PASSES:
+        if name in names:
+            graph = fn(graph)
+            if verify:
+                verify_graph(graph)
+    return graph
+
+
+def lower(spec: Spec, after: str = PASS_NAMES[-1], verify: bool = False) -> Graph:
+    """The spec's graph after pass `after` (every pass up to it runs, in order)."""
+    assert after in PASS_NAMES, after
+    graph = elaborate(spec)
+    if verify:
+        verify_graph(graph)
+    upto = PASS_NAMES.index(after)
+    return run_passes(graph, PASS_NAMES[1:upto + 1], verify)

@@ -17,6 +17,7 @@ def elaborate(spec: Spec) -> Graph:
     for tensor_id in model.values:
         names.setdefault(tensor_id, str(tensor_id))
     annotated = spec.parallel.sbp if spec.parallel is not None else {}
+    annotated = {k: v for k, v in annotated.items() if v.axes}  # no SBP axes: nothing to say
     values = {names[t]: Value(names[t], type_, annotated.get(names[t]))
               for t, type_ in model.values.items()}
     ops = tuple(

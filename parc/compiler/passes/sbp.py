@@ -82,6 +82,8 @@ class _AxisChooser:
 
 def sbp(graph: Graph) -> Graph:
     axes = graph.sbp_axes
+    if not axes:
+        return graph  # a pure pipeline: every tensor is whole on its stage
     seeds = list(graph.inputs) + [p.name for p in graph.params]
     assigned: dict[str, list[tuple[str, Sbp]]] = {}
     for name in seeds:

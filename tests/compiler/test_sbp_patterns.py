@@ -1,0 +1,101 @@
+"""Parallelism falls out of SBP annotations: data, Megatron tensor, both, and bad annotations."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from parc.compiler.passes import lower
+from parc.compiler.summary import bytes_per_step, communications
+from parc.dsl.check import check_file, check_text
+from parc.dsl.diagnostics import ParcError
+from parc.ops.comm import COMMS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def comm_ops(graph, scope_prefix=""):
+    return [op for op in graph.ops if op.kind in COMMS and op.scope.startswith(scope_prefix)]
+
+
+def test_data_parallel_is_one_gradient_all_reduce_per_parameter():
+    graph = lower(check_file(ROOT / "examples/gpt_tiny.par"))
+    ops = comm_ops(graph)
+    assert {(op.kind, op.attr("axis")) for op in ops} == {("grad_all_reduce", "dp")}
+    params = {p.name for p in graph.params}
+    assert sorted(op.inputs[0] for op in ops) == sorted(params)
+    # activations stay split by batch from the embedding to the loss
+    for op in graph.ops:
+        for out in op.outputs:
+            if op.kind not in COMMS and graph.values[out].type.rank >= 3:
+                assert str(graph.values[out].sbp) == "S(0)@dp", op
+
+
+@pytest.fixture(scope="module")
+def tp():
+    return lower(check_file(ROOT / "examples/gpt_tp.par"))
+
+
+def test_megatron_mlp_has_one_all_reduce_each_way(tp):
+    for i in range(4):
+        ops = [op for op in comm_ops(tp, f"block[{i}].mlp") if op.attr("axis") == "tp"]
+        assert [(op.kind, op.scope) for op in ops] == [
+            ("grad_all_reduce", f"block[{i}].mlp.fc1"),  # backward: sum the input's gradient
+            ("all_reduce", f"block[{i}].mlp.fc2"),  # forward: sum the row-parallel partials
+        ]
+        inside = [op for op in tp.ops if op.scope.startswith(f"block[{i}].mlp")
+                  and op.kind in ("matmul", "gelu", "add")]
+        hidden = [str(tp.values[op.outputs[0]].sbp) for op in inside][:3]
+        assert hidden == ["S(0)@dp, S(2)@tp"] * 3  # fc1, its bias, gelu: split, no comm
+
+
+def test_attention_splits_heads_over_tp(tp):
+    attn = [op for op in tp.ops if op.kind == "causal_attention"]
+    assert all(str(tp.values[op.outputs[0]].sbp) == "S(0)@dp, S(1)@tp" for op in attn)
+    for i in range(4):
+        ops = [(op.kind, op.scope) for op in comm_ops(tp, f"block[{i}].attn")
+               if op.attr("axis") == "tp"]
+        assert ops == [("grad_all_reduce", f"block[{i}].attn.q"),
+                       ("all_reduce", f"block[{i}].attn.proj")]
+
+
+def test_two_dimensional_mesh_combines_data_and_tensor_parallelism(tp):
+    counts = Counter((op.kind, op.attr("axis")) for op in comm_ops(tp))
+    assert counts == {("all_reduce", "tp"): 8, ("grad_all_reduce", "tp"): 8,
+                      ("grad_all_reduce", "dp"): len(tp.params)}
+
+
+def test_gpt2_small_communication_matches_a_hand_count():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    graph = lower(spec)
+    counts = Counter((op.kind, op.attr("axis")) for op in comm_ops(graph))
+    layers = 12
+    # Megatron: 2 all-reduces per transformer layer forward and 2 backward on tp; data
+    # parallel: one gradient all-reduce per parameter (the tied embedding is one parameter).
+    assert counts == {("all_reduce", "tp"): 2 * layers, ("grad_all_reduce", "tp"): 2 * layers,
+                      ("grad_all_reduce", "dp"): 16 * layers + 4}
+    micro, m = 32, 16  # 512 sequences in 16 microbatches
+    activation = micro * 1024 * 768 * 4  # bytes of one [32, 1024, 768] f32 activation
+    d, vocab, seq = 768, 50304, 1024
+    params = vocab * d + seq * d + layers * (12 * d * d + 13 * d) + 2 * d
+    assert params == 124_475_904
+    tp_bytes = 4 * layers * 2 * activation * (2 - 1)  # 4 all-reduces of 2T(n-1) per layer
+    dp_bytes = 2 * (params * 4) * (2 - 1)  # gradients all-reduced once per step
+    assert bytes_per_step(graph, m) == m * tp_bytes + dp_bytes
+    assert all(r.of_param for r in communications(graph) if r.axis == "dp")
+
+
+def test_bad_annotations_are_diagnostics_at_their_line():
+    base = (ROOT / "examples/gpt_tp.par").read_text()
+    text = base.replace("    *: B\n", "    embed.wte: S(1)@tp, S(0)@tp\n    *: B\n")
+    with pytest.raises(ParcError) as exc:
+        check_text(text, "t.par")
+    (diag,) = exc.value.diagnostics
+    assert diag.code == "E312" and text.splitlines()[diag.span.line - 1].strip().startswith(
+        "embed.wte")
+    six = base.replace("vocab = 64", "vocab = 6").replace("mesh (dp = 2, tp = 2)", "mesh (tp = 4)")
+    six = six.replace("tokens, targets: S(0)@dp\n", "embed.wte: S(0)@tp\n")
+    with pytest.raises(ParcError) as exc:
+        check_text(six, "six.par")
+    messages = [d.message for d in exc.value.diagnostics]
+    assert any("does not split evenly over `tp` (4 devices)" in m for m in messages)
