@@ -1,0 +1,1 @@
+"""What a generated program needs at run time: torch, triton and this package only."""
