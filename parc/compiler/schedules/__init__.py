@@ -1,0 +1,34 @@
+"""Pipeline schedules: one file per family, plus the validator and the simulator.
+
+Every family produces the same Schedule: per rank, an ordered list of F/B/W actions.
+"""
+
+from __future__ import annotations
+
+from .gpipe import gpipe
+from .interleaved import interleaved
+from .one_f_one_b import one_f_one_b
+from .schedule import Action, Schedule
+from .skip import skip
+from .zero_bubble import zb_h1
+
+FAMILIES = ("gpipe", "1f1b", "interleaved", "zb_h1", "skip")
+
+
+def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
+          ratio: float = 0.0, seed: int = 0) -> Schedule:
+    """The schedule of a family for p ranks and m microbatches (uniform-cost order)."""
+    if family == "gpipe":
+        return gpipe(num_ranks, num_microbatches)
+    if family == "1f1b":
+        return one_f_one_b(num_ranks, num_microbatches)
+    if family == "interleaved":
+        return interleaved(num_ranks, num_microbatches, virtual)
+    if family == "zb_h1":
+        return zb_h1(num_ranks, num_microbatches)
+    if family == "skip":
+        return skip(num_ranks, num_microbatches, ratio, seed)
+    raise ValueError(f"unknown schedule family `{family}`")
+
+
+__all__ = ["FAMILIES", "Action", "Schedule", "build"]

@@ -1,0 +1,89 @@
+"""Greedy list scheduling: run the ready action with the earliest start, backward first.
+
+Used by the families whose order is not a fixed formula (zero bubble, skip paths). The order
+is found with uniform costs; the simulator then replays it with the cost model's.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from .schedule import Action, Schedule
+
+PRIORITY = {"B": 0, "F": 1, "W": 2}
+
+
+def list_schedule(template: Schedule, limits: list[int], costs: dict[str, float],
+                  b_limits: list[int] | None = None) -> Schedule:
+    """Order `template`'s actions per rank (its `ranks` are ignored).
+
+    `limits[r]` caps the microbatches rank r holds activations for (forward done, last
+    backward part not yet); `b_limits[r]`, when given, also caps those whose B has not run;
+    `costs` gives the uniform duration of F, B and W.
+    """
+    expected = template.expected_actions()
+    last_part = "F" if template.forward_only else "W" if template.split_backward else "B"
+    per_rank: list[list[Action]] = [[] for _ in range(template.num_ranks)]
+    for action in sorted(expected, key=lambda a: (a.mb, a.stage, PRIORITY[a.op])):
+        per_rank[template.stage_rank[action.stage]].append(action)
+    pending = [set(actions) for actions in per_rank]
+    done: dict[Action, float] = {}
+    free = [0.0] * template.num_ranks
+    inflight = [0] * template.num_ranks
+    before_b = [0] * template.num_ranks
+    order: list[list[Action]] = [[] for _ in range(template.num_ranks)]
+    next_f_mb: dict[int, int] = {}  # stage -> index into its microbatches, forwards in order
+    stage_mbs = {s: [m for m, path in enumerate(template.paths) if s in path]
+                 for s in range(template.num_stages)}
+
+    def ready_time(action: Action) -> float | None:
+        deps = template.dependencies(action)
+        if any(d not in done for d in deps):
+            return None
+        return max((done[d] for d in deps), default=0.0)
+
+    def choice(r: int) -> tuple[float, int, Action] | None:
+        best = None
+        for action in pending[r]:
+            if action.op == "F":
+                mbs = stage_mbs[action.stage]
+                if mbs[next_f_mb.get(action.stage, 0)] != action.mb:
+                    continue  # forwards of a stage run in microbatch order
+                if not template.forward_only and (inflight[r] >= limits[r] or (
+                        b_limits is not None and before_b[r] >= b_limits[r])):
+                    continue
+            t = ready_time(action)
+            if t is None:
+                continue
+            start = max(t, free[r])
+            key = (start, PRIORITY[action.op], action.mb, action.stage)
+            if best is None or key < best[0]:
+                best = (key, action)
+        if best is None:
+            return None
+        return best[0][0], r, best[1]
+
+    remaining = len(expected)
+    while remaining:
+        heap = [c for r in range(template.num_ranks) if (c := choice(r)) is not None]
+        if not heap:
+            raise RuntimeError("list scheduling found no runnable action")
+        start, r, action = heapq.nsmallest(1, heap, key=lambda c: (c[0], PRIORITY[c[2].op],
+                                                                    c[1]))[0]
+        done[action] = start + costs[action.op]
+        free[r] = done[action]
+        pending[r].discard(action)
+        order[r].append(action)
+        remaining -= 1
+        if action.op == "F":
+            next_f_mb[action.stage] = next_f_mb.get(action.stage, 0) + 1
+            inflight[r] += 1
+            before_b[r] += 1
+        if action.op == "B":
+            before_b[r] -= 1
+        if action.op == last_part and not template.forward_only:
+            inflight[r] -= 1
+    return Schedule(template.family, template.num_ranks, template.num_stages,
+                    template.num_microbatches, template.stage_rank, template.paths,
+                    template.split_backward, tuple(tuple(o) for o in order),
+                    template.forward_only)
