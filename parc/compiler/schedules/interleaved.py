@@ -9,13 +9,12 @@ from __future__ import annotations
 from .schedule import Action, Schedule, full_paths
 
 
-def _virtual(k: int, p: int, v: int, forward: bool) -> tuple[int, int]:
-    """(chunk, microbatch) of the k-th forward (or backward) on a rank."""
-    group = k % (p * v)
-    chunk = group // p
-    if not forward:
+def _action(op: str, k: int, r: int, p: int, v: int) -> Action:
+    """The k-th forward (or backward) on rank r: its chunk and microbatch."""
+    chunk = (k % (p * v)) // p
+    if op == "B":
         chunk = v - 1 - chunk
-    return chunk, (k // (p * v)) * p + k % p
+    return Action(op, chunk * p + r, (k // (p * v)) * p + k % p)
 
 
 def interleaved(p: int, m: int, v: int) -> Schedule:
@@ -24,19 +23,11 @@ def interleaved(p: int, m: int, v: int) -> Schedule:
     total = m * v
     ranks = []
     for r in range(p):
-        def fwd(k: int) -> Action:
-            chunk, mb = _virtual(k, p, v, True)
-            return Action("F", chunk * p + r, mb)
-
-        def bwd(k: int) -> Action:
-            chunk, mb = _virtual(k, p, v, False)
-            return Action("B", chunk * p + r, mb)
-
         warmup = min((p - r - 1) * 2 + (v - 1) * p, total)
-        actions = [fwd(k) for k in range(warmup)]
+        actions = [_action("F", k, r, p, v) for k in range(warmup)]
         for k in range(total - warmup):
-            actions += [fwd(warmup + k), bwd(k)]
-        actions += [bwd(k) for k in range(total - warmup, total)]
+            actions += [_action("F", warmup + k, r, p, v), _action("B", k, r, p, v)]
+        actions += [_action("B", k, r, p, v) for k in range(total - warmup, total)]
         ranks.append(tuple(actions))
     stages = p * v
     return Schedule("interleaved", p, stages, m, tuple(s % p for s in range(stages)),
