@@ -9,14 +9,19 @@ from .compiler.ir import Graph
 from .compiler.ir_json import graph_to_json
 from .compiler.ir_parse import IrSyntaxError, parse_graph
 from .compiler.ir_show import console, show_graph, summary_table
-from .compiler.passes import PASS_NAMES, lower, run_passes
+from .compiler.passes import PASS_NAMES, PASSES, lower, run_passes
+from .compiler.plan import Plan, make_plan
+from .compiler.report import comparison, comparison_table, plan_json, plan_tables, schedule_json
+from .compiler.schedules.render import chrome_trace, timeline_svg, timeline_text
 from .compiler.verify import VerifyError
 from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
-__all__ = ["PASS_NAMES", "__version__", "check", "console", "graph_to_json", "ir",
-           "parse_overrides", "show_graph", "summary", "summary_table"]
+__all__ = ["PASS_NAMES", "__version__", "check", "chrome_trace", "comparison",
+           "comparison_table", "console", "graph_to_json", "ir", "make_plan", "parse_overrides",
+           "plan", "plan_json", "plan_tables", "schedule_json", "show_graph", "summary",
+           "summary_table", "timeline_svg", "timeline_text", "write_atomic"]
 
 
 def check(path: str | Path, overrides: dict | None = None) -> Spec:
@@ -24,21 +29,48 @@ def check(path: str | Path, overrides: dict | None = None) -> Spec:
     return check_file(path, overrides)
 
 
-def ir(path: str | Path, after: str = PASS_NAMES[-1], run: str | None = None,
+def ir(path: str | Path, after: str = "boxing", run: str | None = None,
        verify: bool = False, overrides: dict | None = None) -> Graph:
     """The IR of a .par spec after pass `after`, or of a printed .ir file after `run` passes."""
     if str(path).endswith(".ir"):
         try:
             graph = parse_graph(Path(path).read_text())
             names = [n.strip() for n in (run or "").split(",") if n.strip()]
-            unknown = [n for n in names if n not in PASS_NAMES[1:]]
+            runnable = [name for name, _ in PASSES]
+            unknown = [n for n in names if n not in runnable]
             if unknown:
                 raise ParcError([Diagnostic("E108", f"unknown pass `{unknown[0]}`", None,
-                                            help="passes: " + ", ".join(PASS_NAMES[1:]))])
+                                            help="passes: " + ", ".join(runnable))])
             return run_passes(graph, names, verify)
         except (OSError, IrSyntaxError, ValueError, VerifyError) as exc:
             raise ParcError([Diagnostic("E109", f"{path}: {exc}", None)]) from None
     return lower(check(path, overrides), after, verify)
+
+
+def plan(path: str | Path, overrides: dict | None = None) -> Plan:
+    """Check, lower, partition, schedule and simulate a spec."""
+    spec = check(path, overrides)
+    if spec.parallel is None:
+        raise ParcError([Diagnostic("E304", f"{spec.file} has no `parallel` block to plan",
+                                    None)])
+    return make_plan(spec)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a file whole or not at all (a temporary file renamed into place)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def parse_overrides(items: list[str]) -> dict:

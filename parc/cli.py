@@ -9,7 +9,7 @@ import sys
 from . import api
 from .dsl.diagnostics import ParcError
 
-COMMANDS = ("check", "ir")
+COMMANDS = ("check", "ir", "plan", "schedule")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a model parameter")
     ir = sub.add_parser("ir", help="print the dataflow IR after any pass")
     ir.add_argument("file", metavar="FILE", help="a .par spec, or a .ir file printed by parc")
-    ir.add_argument("--after", choices=api.PASS_NAMES, default=api.PASS_NAMES[-1],
-                    help="stop after this pass (default: the last)")
+    ir.add_argument("--after", choices=api.PASS_NAMES, default="boxing",
+                    help="stop after this pass (default: boxing; partition adds stages)")
     ir.add_argument("--run", default=None, metavar="PASS,...",
                     help="for a .ir file: the passes to run on it")
     ir.add_argument("--json", action="store_true", help="the JSON form")
@@ -35,7 +35,64 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("--verify", action="store_true", help="verify the IR after every pass")
     ir.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a model parameter")
+    plan = sub.add_parser("plan", help="stages, predicted times and memory per rank")
+    plan.add_argument("file", metavar="FILE")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    plan.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                      help="override a model parameter")
+    schedule = sub.add_parser("schedule", help="the per-rank pipeline timeline")
+    schedule.add_argument("file", metavar="FILE")
+    schedule.add_argument("--json", action="store_true", help="actions per rank and figures")
+    schedule.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace")
+    schedule.add_argument("--svg", metavar="OUT.svg", help="write an SVG timeline")
+    schedule.add_argument("--compare", action="store_true",
+                          help="step time, bubble and memory of every schedule family")
+    schedule.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                          help="override a model parameter")
     return parser
+
+
+def _cmd_plan(args) -> int:
+    plan = api.plan(args.file, api.parse_overrides(args.set))
+    if args.json:
+        print(json.dumps(api.plan_json(plan), indent=1))
+        return 0
+    out = api.console(sys.stdout)
+    for table in api.plan_tables(plan):
+        out.print(table)
+    out.print("why the boundaries fall where they do:", style="bold")
+    for line in plan.partition.explanation:
+        out.print("  " + line, markup=False, highlight=False)
+    if plan.shared_params:
+        out.print(f"parameters kept on several stages (gradients summed across them): "
+                  f"{', '.join(plan.shared_params)}", markup=False, highlight=False)
+    return 0 if plan.fits else 1
+
+
+def _cmd_schedule(args) -> int:
+    spec = api.check(args.file, api.parse_overrides(args.set))
+    out = api.console(sys.stdout)
+    if args.compare:
+        out.print(api.comparison_table(api.comparison(spec)))
+        return 0
+    plan = api.make_plan(spec)
+    if args.trace:
+        api.write_atomic(args.trace, json.dumps(api.chrome_trace(
+            plan.simulation, plan.schedule.num_ranks, spec.model.name)))
+    if args.svg:
+        title = f"{spec.model.name}: {plan.schedule.family}, p={plan.schedule.num_ranks}, " \
+                f"m={plan.schedule.num_microbatches}"
+        api.write_atomic(args.svg, api.timeline_svg(plan.simulation, plan.schedule.num_ranks,
+                                                    title))
+    if args.json:
+        print(json.dumps(api.schedule_json(plan), indent=1))
+        return 0
+    out.print(f"{plan.schedule.family}: {plan.schedule.num_ranks} ranks, "
+              f"{plan.schedule.num_stages} stages, {plan.schedule.num_microbatches} microbatches;"
+              f" predicted step {plan.predicted_step_s * 1e3:.3f} ms, bubble "
+              f"{plan.simulation.bubble_ratio:.1%}", highlight=False)
+    out.print(api.timeline_text(plan.simulation, plan.schedule.num_ranks))
+    return 0
 
 
 def _cmd_ir(args) -> int:
@@ -70,7 +127,9 @@ def _cmd_check(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": _cmd_check, "ir": _cmd_ir}[args.command](args)
+        commands = {"check": _cmd_check, "ir": _cmd_ir, "plan": _cmd_plan,
+                    "schedule": _cmd_schedule}
+        return commands[args.command](args)
     except ParcError as exc:
         print(exc.render(), file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("sbp", sbp),
     ("boxing", boxing),
 ]
-PASS_NAMES = ["elaborate"] + [name for name, _ in PASSES]
+PASS_NAMES = ["elaborate"] + [name for name, _ in PASSES] + ["partition"]
 
 
 def run_passes(graph: Graph, names: list[str], verify: bool = False) -> Graph:
@@ -31,11 +31,18 @@ def run_passes(graph: Graph, names: list[str], verify: bool = False) -> Graph:
     return graph
 
 
-def lower(spec: Spec, after: str = PASS_NAMES[-1], verify: bool = False) -> Graph:
+def lower(spec: Spec, after: str = "boxing", verify: bool = False) -> Graph:
     """The spec's graph after pass `after` (every pass up to it runs, in order)."""
     assert after in PASS_NAMES, after
+    if after == "partition":  # needs the hardware and schedule: the plan does it
+        from ..plan import make_plan
+
+        graph = make_plan(spec, graph=lower(spec, "boxing", verify)).graph
+        if verify:
+            verify_graph(graph)
+        return graph
     graph = elaborate(spec)
     if verify:
         verify_graph(graph)
-    upto = PASS_NAMES.index(after)
+    upto = PASS_NAMES.index(after)  # partition is handled above
     return run_passes(graph, PASS_NAMES[1:upto + 1], verify)

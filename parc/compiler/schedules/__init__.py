@@ -16,8 +16,9 @@ FAMILIES = ("gpipe", "1f1b", "interleaved", "zb_h1", "skip")
 
 
 def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
-          ratio: float = 0.0, seed: int = 0) -> Schedule:
-    """The schedule of a family for p ranks and m microbatches (uniform-cost order)."""
+          ratio: float = 0.0, seed: int = 0, cost=None) -> Schedule:
+    """The schedule of a family for p ranks and m microbatches. The families ordered by list
+    scheduling (zb_h1, skip) use `cost(action)` when given, uniform costs otherwise."""
     if family == "gpipe":
         return gpipe(num_ranks, num_microbatches)
     if family == "1f1b":
@@ -25,9 +26,9 @@ def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
     if family == "interleaved":
         return interleaved(num_ranks, num_microbatches, virtual)
     if family == "zb_h1":
-        return zb_h1(num_ranks, num_microbatches)
+        return zb_h1(num_ranks, num_microbatches, cost)
     if family == "skip":
-        return skip(num_ranks, num_microbatches, ratio, seed)
+        return skip(num_ranks, num_microbatches, ratio, seed, cost=cost)
     raise ValueError(f"unknown schedule family `{family}`")
 
 

@@ -7,24 +7,27 @@ is found with uniform costs; the simulator then replays it with the cost model's
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from .schedule import Action, Schedule
 
 PRIORITY = {"B": 0, "F": 1, "W": 2}
 
 
-def list_schedule(template: Schedule, limits: list[int], costs: dict[str, float],
-                  b_limits: list[int] | None = None) -> Schedule:
+def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action], float],
+                  b_limits: list[int] | None = None, backward_first: bool = True) -> Schedule:
     """Order `template`'s actions per rank (its `ranks` are ignored).
 
     `limits[r]` caps the microbatches rank r holds activations for (forward done, last
     backward part not yet); `b_limits[r]`, when given, also caps those whose B has not run;
-    `costs` gives the uniform duration of F, B and W.
+    `cost(action)` is its duration (uniform in the families, the cost model's in a plan).
+    Among actions that can start at once, B goes first (or F, with backward_first=False).
     """
+    priority = PRIORITY if backward_first else {"F": 0, "B": 1, "W": 2}
     expected = template.expected_actions()
     last_part = "F" if template.forward_only else "W" if template.split_backward else "B"
     per_rank: list[list[Action]] = [[] for _ in range(template.num_ranks)]
-    for action in sorted(expected, key=lambda a: (a.mb, a.stage, PRIORITY[a.op])):
+    for action in sorted(expected, key=lambda a: (a.mb, a.stage, priority[a.op])):
         per_rank[template.stage_rank[action.stage]].append(action)
     pending = [set(actions) for actions in per_rank]
     done: dict[Action, float] = {}
@@ -56,7 +59,7 @@ def list_schedule(template: Schedule, limits: list[int], costs: dict[str, float]
             if t is None:
                 continue
             start = max(t, free[r])
-            key = (start, PRIORITY[action.op], action.mb, action.stage)
+            key = (start, priority[action.op], action.mb, action.stage)
             if best is None or key < best[0]:
                 best = (key, action)
         if best is None:
@@ -68,9 +71,9 @@ def list_schedule(template: Schedule, limits: list[int], costs: dict[str, float]
         heap = [c for r in range(template.num_ranks) if (c := choice(r)) is not None]
         if not heap:
             raise RuntimeError("list scheduling found no runnable action")
-        start, r, action = heapq.nsmallest(1, heap, key=lambda c: (c[0], PRIORITY[c[2].op],
+        start, r, action = heapq.nsmallest(1, heap, key=lambda c: (c[0], priority[c[2].op],
                                                                     c[1]))[0]
-        done[action] = start + costs[action.op]
+        done[action] = start + cost(action)
         free[r] = done[action]
         pending[r].discard(action)
         order[r].append(action)

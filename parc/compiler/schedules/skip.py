@@ -1,27 +1,37 @@
 """SkipPipe-style skip schedules: each microbatch follows a path that skips whole stages.
 
+The order on each rank comes from list scheduling under a few memory limits and priorities
+(and 1F1B order where it runs); the fastest in simulation wins, the leaner on a tie.
+
 The first stage (embedding) and the last (head and loss) are never skipped, and a path visits
-a stage at most once. Each microbatch skips round(ratio * middle stages); the stages it skips
-are the ones skipped least so far (ties broken by a seeded shuffle), which spreads the load
+a stage at most once. Skips total ratio * middle stages * microbatches, spread evenly over the
+microbatches; the stages a microbatch skips are the ones skipped least so far (ties broken by a seeded shuffle), which spreads the load
 evenly and keeps consecutive microbatches from wanting the same rank at once.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from .list_schedule import list_schedule
-from .schedule import Schedule
+from .schedule import Action, Schedule
+from .simulate import simulate, uniform_cost
+from .validate import ScheduleError, validate
 
 
 def skip_paths(num_stages: int, m: int, ratio: float, seed: int) -> tuple[tuple[int, ...], ...]:
     middle = list(range(1, num_stages - 1))
-    k = round(ratio * len(middle))
+    total = math.floor(ratio * len(middle) * m + 0.5)  # skips over all microbatches
     rng = random.Random(seed)
     tiebreak = {s: rng.random() for s in middle}
     skipped = {s: 0 for s in middle}
     paths = []
-    for _ in range(m):
+    for i in range(m):
+        k = (i + 1) * total // m - i * total // m  # spread the skips evenly over microbatches
         chosen = set(sorted(middle, key=lambda s: (skipped[s], tiebreak[s]))[:k])
         for s in chosen:
             skipped[s] += 1
@@ -39,7 +49,44 @@ def achieved_ratio(schedule: Schedule) -> float:
     return skipped / (middle * schedule.num_microbatches)
 
 
-def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False) -> Schedule:
+def _one_f_one_b_order(template: Schedule) -> Schedule:
+    """1F1B per rank over the microbatches whose paths visit it."""
+    ranks = []
+    for r in range(template.num_ranks):
+        mbs = [m for m, path in enumerate(template.paths) if r in path]
+        if template.forward_only:
+            ranks.append(tuple(Action("F", r, m) for m in mbs))
+            continue
+        warmup = min(template.num_ranks - r - 1, len(mbs))
+        actions = [Action("F", r, m) for m in mbs[:warmup]]
+        for i in range(len(mbs) - warmup):
+            actions += [Action("F", r, mbs[warmup + i]), Action("B", r, mbs[i])]
+        actions += [Action("B", r, m) for m in mbs[len(mbs) - warmup:]]
+        ranks.append(tuple(actions))
+    return replace(template, ranks=tuple(ranks))
+
+
+def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False,
+         cost: Callable[[Action], float] | None = None) -> Schedule:
+    """The skip schedule: 1F1B order over each rank's visits, or a greedy list schedule when
+    that is faster (or the 1F1B order cannot run), judged by simulating both with `cost`."""
     template = Schedule("skip", p, p, m, tuple(range(p)), skip_paths(p, m, ratio, seed), False,
                         (), forward_only)
-    return list_schedule(template, [p - r for r in range(p)], {"F": 1.0, "B": 2.0, "W": 0.0})
+    cost = cost or uniform_cost(False)
+    candidates = []
+    for limits in ([p - r for r in range(p)], [p - r + 1 for r in range(p)],
+                   [2 * (p - r) for r in range(p)]):
+        for backward_first in (True, False):
+            candidates.append(list_schedule(template, limits, cost,
+                                            backward_first=backward_first))
+    ordered = _one_f_one_b_order(template)
+    try:
+        validate(ordered)
+        candidates.append(ordered)
+    except ScheduleError:
+        pass
+
+    def score(schedule: Schedule) -> tuple[float, int]:
+        sim = simulate(schedule, cost)
+        return sim.step_time, max(sim.peak_inflight)
+    return min(candidates, key=score)

@@ -5,10 +5,14 @@ bubble falls to about a third."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .list_schedule import list_schedule
-from .schedule import Schedule, full_paths
+from .schedule import Action, Schedule, full_paths
+from .simulate import uniform_cost
 
 
-def zb_h1(p: int, m: int) -> Schedule:
+def zb_h1(p: int, m: int, cost: Callable[[Action], float] | None = None) -> Schedule:
+    """Ordered by list scheduling with `cost` (default: F = B = W = 1)."""
     template = Schedule("zb_h1", p, p, m, tuple(range(p)), full_paths(p, m), True, ())
-    return list_schedule(template, [p] * p, {"F": 1.0, "B": 1.0, "W": 1.0})
+    return list_schedule(template, [p] * p, cost or uniform_cost(True))

@@ -66,7 +66,7 @@ def test_skip_paths(p, m, ratio):
     for path in schedule.paths:
         assert path[0] == 0 and path[-1] == p - 1  # first and last never skipped
         assert list(path) == sorted(set(path))  # each stage at most once, in order
-    assert achieved_ratio(schedule) == pytest.approx(round(ratio * (p - 2)) / (p - 2))
+    assert abs(achieved_ratio(schedule) - ratio) <= 0.5 / ((p - 2) * m)
     visits = [sum(s in path for path in schedule.paths) for s in range(1, p - 1)]
     assert max(visits) - min(visits) <= 1  # load is balanced over the middle stages
     _, full = run("1f1b", p, m)

@@ -1,0 +1,135 @@
+"""The cost model: time of every op and collective on the declared hardware, and memory.
+
+Op time is max(FLOPs / achievable FLOP/s, bytes / memory bandwidth), per rank (an op split over
+an axis does 1/n of the work on each of its ranks), for the forward, the input gradient (B)
+and the weight gradient (W) separately. Collectives are alpha-beta on the link their mesh
+axis maps to: within a node when the axis group fits in one, across nodes otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..dsl.spec import HardwareSpec
+from ..ops.catalog import CATALOG
+from ..ops.comm import COMMS, ring_time
+from ..ops.costs import nbytes, op_cost
+from .ir import Graph, Op
+
+BACKWARD_COMM = {"grad_all_reduce": "all_reduce", "all_gather": "reduce_scatter",
+                 "reduce_scatter": "all_gather", "all_to_all": "all_to_all"}
+OPTIMIZER_STATE_BYTES = {"adamw": 8, "sgd": 4}  # per parameter: two fp32 moments, or momentum
+
+
+@dataclass(frozen=True)
+class OpTime:
+    fwd: float
+    bwd_input: float
+    bwd_weight: float
+    step: float = 0.0  # once per step: a parameter's gradient synchronisation
+
+
+class CostModel:
+    def __init__(self, graph: Graph, hardware: HardwareSpec, precision: str = "f32"):
+        self.graph = graph
+        self.hw = hardware
+        peak = hardware.flops_bf16 if precision == "bf16" else hardware.flops_f32
+        self.flops = peak * hardware.efficiency
+        self.precision = precision
+        self.params = {p.name for p in graph.params}
+        self._param_like = self._parameter_values()
+
+    # ---- links
+    def axis_link(self, axis: str) -> tuple[float, float]:
+        """(bandwidth, latency) of the link a mesh axis's groups communicate over."""
+        names = [a for a, _ in self.graph.mesh]
+        sizes = dict(self.graph.mesh)
+        stride = 1
+        for a in names[names.index(axis) + 1:]:
+            stride *= sizes[a]
+        span = stride * sizes[axis]
+        if span <= self.hw.devices_per_node or self.hw.inter_bw is None:
+            return self.hw.intra_bw, self.hw.intra_latency
+        return self.hw.inter_bw, self.hw.inter_latency or self.hw.intra_latency
+
+    def p2p_time(self, size: float) -> float:
+        """A point-to-point transfer between neighbouring pipeline stages."""
+        if "pp" not in dict(self.graph.mesh):
+            return 0.0
+        bandwidth, latency = self.axis_link("pp")
+        return latency + size / bandwidth
+
+    # ---- sizes
+    def shard_factor(self, op: Op) -> int:
+        """How many ways an op's work is divided: by every axis it is split or partial on."""
+        factor = 1
+        for axis in self.graph.sbp_axes:
+            names = op.inputs + op.outputs
+            if any(self.graph.values[n].sbp is not None and
+                   self.graph.values[n].sbp.on(axis).kind in "SP" for n in names):
+                factor *= self.graph.axis_size(axis)
+        return factor
+
+    def local_bytes(self, name: str, except_axis: str | None = None) -> float:
+        """Bytes of a value on one rank (splits on `except_axis` not applied)."""
+        value = self.graph.values[name]
+        size = float(nbytes(self.graph.concrete(value.type)))
+        if value.sbp is not None:
+            for axis in self.graph.sbp_axes:
+                if axis != except_axis and value.sbp.on(axis).kind == "S":
+                    size /= self.graph.axis_size(axis)
+        if self.precision == "bf16" and value.type.is_float:
+            size /= 2
+        return size
+
+    def _parameter_values(self) -> set[str]:
+        """Parameters and their identities through communication (gathered, synced)."""
+        found = set(self.params)
+        for op in self.graph.ops:
+            if op.kind in COMMS and op.inputs[0] in found:
+                found.add(op.outputs[0])
+        return found
+
+    # ---- time
+    def compute_time(self, flops: float, size: float) -> float:
+        return max(flops / self.flops, size / self.hw.mem_bw)
+
+    def op_time(self, op: Op) -> OpTime:
+        if op.kind in COMMS:
+            return self.comm_time(op)
+        g = self.graph
+        ins = [g.concrete(g.values[i].type) for i in op.inputs]
+        outs = [g.concrete(g.values[o].type) for o in op.outputs]
+        spec = CATALOG[op.kind]
+        attrs = {name: default for name, default in spec.attrs}
+        attrs.update(dict(op.attrs))
+        cost = op_cost(op.kind, ins, outs, attrs)
+        n = self.shard_factor(op)
+        scale = 0.5 if self.precision == "bf16" else 1.0
+        weight_flops = sum(f for f, name in zip(cost.flops_bwd, op.inputs)
+                           if name in self._param_like)
+        input_flops = sum(f for f, name, t in zip(cost.flops_bwd, op.inputs, ins)
+                          if name not in self._param_like and t.is_float)
+        total_bwd = max(1, weight_flops + input_flops)
+        fwd = self.compute_time(cost.flops_fwd / n, cost.bytes_fwd * scale / n)
+        bwd_bytes = cost.bytes_bwd * scale / n
+        return OpTime(fwd, self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd),
+                      self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd))
+
+    def comm_time(self, op: Op) -> OpTime:
+        axis = op.attr("axis")
+        n = self.graph.axis_size(axis)
+        bandwidth, latency = self.axis_link(axis)
+        size = self.local_bytes(op.inputs[0], except_axis=axis)
+        fwd = ring_time(op.kind, size, n, bandwidth, latency) if COMMS[op.kind].collective else 0.0
+        backward = BACKWARD_COMM.get(op.kind)
+        value = self.graph.values[op.inputs[0]]
+        bwd = ring_time(backward, size, n, bandwidth, latency) if (
+            backward and value.type.is_float) else 0.0
+        if op.inputs[0] in self._param_like and op.kind == "grad_all_reduce":
+            return OpTime(fwd, 0.0, 0.0, step=bwd)  # once per step, after accumulation
+        return OpTime(fwd, bwd, 0.0)
+
+
+def optimizer_state_bytes(name: str) -> int:
+    return OPTIMIZER_STATE_BYTES.get(name, 8)

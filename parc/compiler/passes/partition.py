@@ -1,0 +1,253 @@
+"""partition: assign every op to a pipeline stage.
+
+The units are the model's top-level calls (embedding, each block, head and loss), in order;
+work outside any call joins the unit before it. Explicit stages are taken as written. With
+`stages auto`, dynamic programming over the unit sequence minimises the slowest stage
+(forward + backward + weight gradient + sending its activations) subject to each rank's memory,
+counting the embedding and the loss, whose imbalance users otherwise discover at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ...ops.comm import COMMS
+from ..cost import CostModel, optimizer_state_bytes
+from ..ir import Graph, Op
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    num_stages: int
+    pp: int
+    family: str
+    microbatches: int
+    memory: float  # bytes per device
+    optimizer: str = "adamw"
+    explicit: tuple[tuple[str, ...], ...] | None = None
+    recompute: tuple[str, ...] = ()
+
+
+@dataclass
+class Unit:
+    name: str
+    ops: list[int] = field(default_factory=list)
+    fwd: float = 0.0
+    bwd_input: float = 0.0
+    bwd_weight: float = 0.0
+    step: float = 0.0  # parameter gradient sync, once per step
+    param_numel: float = 0.0  # local elements of the parameters it owns
+    act_bytes: float = 0.0  # saved for backward, one microbatch
+    out_bytes: float = 0.0  # what it hands to the next unit, one microbatch
+
+    @property
+    def time(self) -> float:
+        return self.fwd + self.bwd_input + self.bwd_weight
+
+
+@dataclass
+class Partition:
+    units: list[Unit]
+    bounds: list[tuple[int, int]]  # per stage: [start, stop) over units
+    explanation: list[str]
+    feasible: bool = True
+
+
+def inflight(config: StageConfig, stage: int) -> float:
+    """Microbatches whose activations a stage holds at the peak, by schedule family."""
+    p, m = config.pp, config.microbatches
+    rank = stage % p
+    if config.family == "gpipe":
+        return m
+    if config.family == "zb_h1":
+        return min(p, m)
+    if config.family == "interleaved":
+        v = config.num_stages // p
+        return min(2 * (p - rank - 1) + (v - 1) * p + 1, m * v) / v
+    return min(p - rank, m)
+
+
+def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
+    units: list[Unit] = []
+    by_name: dict[str, Unit] = {}
+    for index, op in enumerate(graph.ops):
+        top = op.scope.split(".", 1)[0] if op.scope else ""
+        if top and top not in by_name:
+            by_name[top] = Unit(top)
+            units.append(by_name[top])
+        unit = by_name[top] if top else (units[-1] if units else None)
+        if unit is None:
+            unit = by_name.setdefault("", Unit("(model)"))
+            if unit not in units:
+                units.append(unit)
+        unit.ops.append(index)
+        t = cost.op_time(op)
+        unit.fwd += t.fwd
+        unit.bwd_input += t.bwd_input
+        unit.bwd_weight += t.bwd_weight
+        unit.step += t.step
+        for name in op.outputs:
+            value = graph.values[name]
+            if value.type.is_float and op.kind not in ("grad_all_reduce",):
+                unit.act_bytes += cost.local_bytes(name)
+    owner = {}
+    for unit in units:
+        for i in unit.ops:
+            for name in graph.ops[i].inputs:
+                owner.setdefault(name, unit)
+    for p in graph.params:
+        if p.name in owner:
+            owner[p.name].param_numel += cost.local_bytes(p.name) / 4
+    position = {u.name: k for k, u in enumerate(units)}
+    for k, unit in enumerate(units):
+        for i in unit.ops:
+            for name in graph.ops[i].outputs:
+                users = {position[u.name] for u in units[k + 1:] for j in u.ops
+                         if name in graph.ops[j].inputs}
+                if users and graph.values[name].type.is_float:
+                    unit.out_bytes += cost.local_bytes(name)
+    return units
+
+
+def stage_memory(units: list[Unit], start: int, stop: int, config: StageConfig,
+                 stage: int) -> float:
+    params = sum(u.param_numel for u in units[start:stop])
+    static = params * (4 + 4 + optimizer_state_bytes(config.optimizer))
+    if "all" in config.recompute:
+        acts = units[start - 1].out_bytes if start > 0 else units[start].out_bytes
+    else:
+        acts = sum(u.act_bytes for u in units[start:stop])
+    return static + acts * inflight(config, stage)
+
+
+def _stage_time(units, start, stop, cost: CostModel) -> float:
+    return sum(u.time for u in units[start:stop]) + cost.p2p_time(units[stop - 1].out_bytes)
+
+
+def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tuple[int, int]]:
+    """Contiguous split of the units into stages minimising the slowest one within memory."""
+    n, k = len(units), config.num_stages
+    cap = config.memory / max(1, config.num_stages // config.pp)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0.0
+    for s in range(1, k + 1):
+        for i in range(s, n - (k - s) + 1):
+            for j in range(s - 1, i):
+                if best[s - 1][j] == inf:
+                    continue
+                worst = max(best[s - 1][j], _stage_time(units, j, i, cost))
+                if worst < best[s][i] and stage_memory(units, j, i, config, s - 1) <= cap:
+                    best[s][i], cut[s][i] = worst, j
+    if best[k][n] == inf:  # nothing fits: balance time alone, the plan reports the overflow
+        return _balance(units, replace(config, memory=inf), cost)
+    bounds, i = [], n
+    for s in range(k, 0, -1):
+        bounds.append((cut[s][i], i))
+        i = cut[s][i]
+    return list(reversed(bounds))
+
+
+def _explain(units, bounds, config, cost) -> list[str]:
+    times = [_stage_time(units, a, b, cost) for a, b in bounds]
+    slowest = max(times)
+    lines = []
+    for s in range(len(bounds) - 1):
+        (a, b), (_, d) = bounds[s], bounds[s + 1]
+        reasons = []
+        if b - a > 1:  # move the last unit of stage s to stage s+1
+            t = _stage_time(units, b - 1, d, cost)
+            mem = stage_memory(units, b - 1, d, config, s + 1)
+            why = (f"stage {s + 1} would need {mem / 1e9:.2f} GB" if mem > config.memory
+                   else f"stage {s + 1} would take {t * 1e3:.3f} ms")
+            reasons.append(f"moving `{units[b - 1].name}` later: {why}")
+        if d - b > 1:  # move the first unit of stage s+1 to stage s
+            t = _stage_time(units, a, b + 1, cost)
+            mem = stage_memory(units, a, b + 1, config, s)
+            why = (f"stage {s} would need {mem / 1e9:.2f} GB" if mem > config.memory
+                   else f"stage {s} would take {t * 1e3:.3f} ms")
+            reasons.append(f"moving `{units[b].name}` earlier: {why}")
+        lines.append(f"stage {s} | {s + 1} between `{units[b - 1].name}` and `{units[b].name}`"
+                     f" (slowest stage {slowest * 1e3:.3f} ms): " + "; ".join(reasons or
+                                                                           ["no other choice"]))
+    return lines
+
+
+def plan_partition(graph: Graph, config: StageConfig, cost: CostModel) -> Partition:
+    units = build_units(graph, cost)
+    if config.explicit is not None:
+        position = {u.name: i for i, u in enumerate(units)}
+        bounds = []
+        for names in config.explicit:
+            found = sorted(position[n] for n in names if n in position)
+            bounds.append((found[0], found[-1] + 1))
+        bounds[0] = (0, bounds[0][1])
+        bounds[-1] = (bounds[-1][0], len(units))
+        for s in range(1, len(bounds)):  # model-level work between named calls
+            bounds[s] = (bounds[s - 1][1], bounds[s][1])
+        explanation = ["stages are given explicitly in the spec"]
+    else:
+        bounds = _balance(units, config, cost)
+        explanation = _explain(units, bounds, config, cost)
+    feasible = all(stage_memory(units, a, b, config, s) <= config.memory
+                   for s, (a, b) in enumerate(bounds))
+    return Partition(units, bounds, explanation, feasible)
+
+
+def apply_partition(graph: Graph, part: Partition) -> Graph:
+    """Stage numbers on every value: results on their op's stage, inputs and parameters on
+    the first stage that reads them.
+
+    A parameter read on several stages (a tied embedding) is kept on each of them: the ops
+    that pass it along (gradient sync, gather) are repeated per stage, so no stage ever
+    receives a parameter from another.
+    """
+    stage_of_op = {i: s for s, (a, b) in enumerate(part.bounds)
+                   for unit in part.units[a:b] for i in unit.ops}
+    sources = set(graph.inputs) | {p.name for p in graph.params}
+    carriers = {}  # output of a comm op on a parameter (chain) -> that op's index
+    for i, op in enumerate(graph.ops):
+        if op.kind in COMMS and (op.inputs[0] in sources or op.inputs[0] in carriers):
+            carriers[op.outputs[0]] = i
+    readers: dict[str, set[int]] = {}
+    for i, op in enumerate(graph.ops):
+        if i not in carriers.values():
+            for name in op.inputs:
+                readers.setdefault(name, set()).add(stage_of_op[i])
+    # stages each carrier must exist on: those of its (transitive) non-carrier readers
+    needed: dict[str, set[int]] = {}
+    for out in reversed(list(carriers)):
+        op = graph.ops[carriers[out]]
+        needed[out] = set(readers.get(out, set())) | set().union(
+            *(needed.get(o, set()) for o in carriers if graph.ops[carriers[o]].inputs[0] == out))
+    values = dict(graph.values)
+    ops: list[Op] = []
+    renamed: dict[tuple[str, int], str] = {}  # (carrier output, stage) -> its copy there
+    counter = max((int(n) for n in values if n.isdigit()), default=0) + 1
+    for i, op in enumerate(graph.ops):
+        out = op.outputs[0] if op.outputs else None
+        if out in carriers and carriers[out] == i:
+            for s in sorted(needed.get(out, {stage_of_op[i]})):
+                src = renamed.get((op.inputs[0], s), op.inputs[0])
+                name = out if s == min(needed.get(out, {s})) else str(counter)
+                if name != out:
+                    counter += 1
+                values[name] = replace(values[out], name=name, stage=s)
+                renamed[(out, s)] = name
+                ops.append(replace(op, inputs=(src,), outputs=(name,)))
+            continue
+        s = stage_of_op[i]
+        inputs = tuple(renamed.get((n, s), n) for n in op.inputs)
+        ops.append(replace(op, inputs=inputs))
+        for name in op.outputs:
+            values[name] = replace(values[name], stage=s)
+    first: dict[str, int] = {}
+    for op in ops:
+        stage = values[op.outputs[0]].stage
+        for name in op.inputs:
+            if name in sources:
+                first[name] = min(first.get(name, stage), stage)
+    for name in sources:
+        values[name] = replace(values[name], stage=first.get(name, 0))
+    return graph.with_(values=values, ops=tuple(ops))

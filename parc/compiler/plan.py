@@ -1,0 +1,142 @@
+"""A plan: the partitioned graph, its stages and their costs, the validated schedule and what
+the simulator predicts for it (step time, bubble, memory per rank)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..dsl.spec import Spec
+from .cost import CostModel, optimizer_state_bytes
+from .ir import Graph
+from .passes import lower
+from .passes.partition import Partition, StageConfig, apply_partition, plan_partition
+from .schedules import Schedule, build
+from .schedules.schedule import Action
+from .schedules.simulate import Simulation, simulate
+from .schedules.validate import validate
+
+
+@dataclass
+class StageInfo:
+    index: int
+    rank: int
+    units: list[str]
+    fwd: float
+    bwd_input: float
+    bwd_weight: float
+    step: float
+    param_numel: float
+    act_bytes: float  # saved per microbatch
+    send_bytes: float  # activations sent to the next stage per microbatch
+    flops: float = 0.0
+
+
+@dataclass
+class RankMemory:
+    params: float
+    grads: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.params + self.grads + self.optimizer + self.activations
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    graph: Graph
+    stages: list[StageInfo]
+    partition: Partition
+    schedule: Schedule
+    simulation: Simulation
+    memory: list[RankMemory]
+    predicted_step_s: float
+    shared_params: list[str] = field(default_factory=list)  # read on more than one stage
+
+    @property
+    def fits(self) -> bool:
+        return all(m.total <= self.spec.parallel.hardware.memory for m in self.memory)
+
+
+def stage_config(spec: Spec, family: str | None = None, virtual: int | None = None,
+                 microbatches: int | None = None) -> StageConfig:
+    par, train = spec.parallel, spec.train
+    pp = par.axis_size("pp")
+    fam = family or par.schedule.name
+    v = virtual if virtual is not None else (par.schedule.virtual if fam == "interleaved"
+                                             else 1)
+    explicit = par.stages if isinstance(par.stages, tuple) and v == par.schedule.virtual \
+        else None
+    return StageConfig(pp * v, pp, fam, microbatches or train.microbatches,
+                       par.hardware.memory, train.optimizer.name, explicit, par.recompute)
+
+
+def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
+              graph: Graph | None = None) -> Plan:
+    """Partition, schedule and simulate a checked spec (optionally with another family)."""
+    assert spec.parallel is not None and spec.train is not None
+    par, train = spec.parallel, spec.train
+    graph = graph or lower(spec, "boxing")
+    cost = CostModel(graph, par.hardware, train.precision)
+    config = stage_config(spec, family, virtual)
+    part = plan_partition(graph, config, cost)
+    graph = apply_partition(graph, part)
+    stages = []
+    pp = config.pp
+    for s, (a, b) in enumerate(part.bounds):
+        units = part.units[a:b]
+        stages.append(StageInfo(
+            s, s % pp, [u.name for u in units], sum(u.fwd for u in units),
+            sum(u.bwd_input for u in units), sum(u.bwd_weight for u in units),
+            sum(u.step for u in units), sum(u.param_numel for u in units),
+            sum(u.act_bytes for u in units),
+            units[-1].out_bytes))
+    recompute = "all" in par.recompute
+    split = config.family == "zb_h1"
+
+    def duration(action: Action) -> float:
+        st = stages[action.stage]
+        if action.op == "F":
+            return st.fwd
+        if action.op == "W":
+            return st.bwd_weight
+        extra = st.fwd if recompute else 0.0
+        return st.bwd_input + extra + (0.0 if split else st.bwd_weight)
+
+    sched = par.schedule
+    ratio = sched.ratio if sched.name == "skip" else 0.25  # --compare on a non-skip spec
+    schedule = build(config.family, pp, config.microbatches, virtual=config.num_stages // pp,
+                     ratio=ratio, seed=sched.seed, cost=duration)
+    validate(schedule)
+
+    def p2p(action: Action, src: int, dst: int) -> float:
+        message = schedule.sends(action)
+        size = stages[min(message.src_stage, message.dst_stage)].send_bytes
+        return cost.p2p_time(size)
+
+    def saved(stage: int) -> float:
+        if recompute:
+            a = part.bounds[stage][0]
+            return part.units[a - 1].out_bytes if a > 0 else part.units[0].out_bytes
+        return stages[stage].act_bytes
+
+    simulation = simulate(schedule, duration, p2p, saved)
+    memory = []
+    for r in range(config.pp):
+        numel = sum(st.param_numel for st in stages if st.rank == r)
+        memory.append(RankMemory(numel * 4, numel * 4,
+                                 numel * optimizer_state_bytes(train.optimizer.name),
+                                 simulation.peak_activation_bytes[r]))
+    step_extra = max((sum(st.step for st in stages if st.rank == r) +
+                      memory[r].params * 4 / par.hardware.mem_bw for r in range(config.pp)),
+                     default=0.0)
+    first_reader: dict[str, set[int]] = {}
+    for op in graph.ops:
+        stage = graph.values[op.outputs[0]].stage
+        for name in op.inputs:
+            first_reader.setdefault(name, set()).add(stage)
+    shared = [p.name for p in graph.params if len(first_reader.get(p.name, ())) > 1]
+    return Plan(spec, graph, stages, part, schedule, simulation, memory,
+                simulation.step_time + step_extra, shared)
