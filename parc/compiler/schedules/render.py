@@ -46,7 +46,7 @@ def timeline_svg(sim: Simulation, num_ranks: int, title: str) -> str:
     height = top + num_ranks * row + 70
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
            f'font-family="Helvetica, Arial, sans-serif" font-size="11">',
-           f'<rect width="100%" height="100%" fill="white"/>',
+           '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="{left}" y="22" font-size="15" font-weight="bold">{escape(title)}</text>',
            f'<text x="{left}" y="40" fill="#444">step {step * 1e3:.3f} ms, bubble '
            f'{sim.bubble_ratio:.1%}</text>']

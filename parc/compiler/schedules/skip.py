@@ -5,15 +5,15 @@ The order on each rank comes from list scheduling under a few memory limits and 
 
 The first stage (embedding) and the last (head and loss) are never skipped, and a path visits
 a stage at most once. Skips total ratio * middle stages * microbatches, spread evenly over the
-microbatches; the stages a microbatch skips are the ones skipped least so far (ties broken by a seeded shuffle), which spreads the load
-evenly and keeps consecutive microbatches from wanting the same rank at once.
+microbatches; the stages a microbatch skips are the ones skipped least so far (ties broken by
+a seeded shuffle), which spreads the load evenly and keeps consecutive microbatches from
+wanting the same rank at once.
 """
 
 from __future__ import annotations
 
 import math
 import random
-
 from collections.abc import Callable
 from dataclasses import replace
 
