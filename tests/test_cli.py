@@ -61,3 +61,47 @@ def test_ir_json_and_ir_files(in_root, capsys, tmp_path):
     assert capsys.readouterr().out.count("grad_all_reduce") == 68
     assert main(["ir", str(saved), "--run", "nope"]) == 1
     assert "unknown pass `nope`" in capsys.readouterr().err
+
+
+def test_plan_prints_stages_memory_and_reasons(in_root, capsys):
+    assert main(["plan", "examples/gpt2_small.par"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted step" in out and "memory per rank" in out
+    assert "why the boundaries fall where they do" in out
+    assert main(["plan", "examples/gpt_tiny.par", "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert [s["layers"][0] for s in data["stages"]] == ["embed", "block[2]"]
+    assert data["fits"] and data["shared_params"] == ["embed.wte"]
+
+
+def test_schedule_json_follows_the_interface(in_root, capsys):
+    import json
+
+    assert main(["schedule", "examples/gpt_interleaved.par", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["ranks"]) == 4 and data["ranks"][0]["rank"] == 0
+    assert data["ranks"][0]["actions"][0] == {"op": "F", "stage": 0, "mb": 0}
+    assert 0 < data["bubble_ratio"] < 1 and data["predicted_step_s"] > 0
+    assert len(data["peak_activation_bytes"]) == 4
+
+
+def test_schedule_timeline_svg_trace_and_compare(in_root, capsys, tmp_path):
+    import json
+    import xml.etree.ElementTree as ET
+
+    svg, trace = tmp_path / "t.svg", tmp_path / "t.json"
+    assert main(["schedule", "examples/gpt_zb.par", "--svg", str(svg), "--trace",
+                 str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("rank ") >= 4 and "legend" in out
+    root = ET.fromstring(svg.read_text())
+    assert root.tag.endswith("svg") and "bubble" in svg.read_text()
+    events = json.loads(trace.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert {e["cat"] for e in slices} == {"F", "B", "W"} and len(slices) == 3 * 4 * 8
+    assert main(["schedule", "examples/gpt_skip.par", "--compare"]) == 0
+    table = capsys.readouterr().out
+    for family in ("gpipe", "1f1b", "interleaved", "zb_h1", "skip"):
+        assert family in table

@@ -98,13 +98,15 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
     for p in graph.params:
         if p.name in owner:
             owner[p.name].param_numel += cost.local_bytes(p.name) / 4
-    position = {u.name: k for k, u in enumerate(units)}
+    unit_of_op = {i: k for k, u in enumerate(units) for i in u.ops}
+    last_reader: dict[str, int] = {}
+    for i, op in enumerate(graph.ops):
+        for name in op.inputs:
+            last_reader[name] = max(last_reader.get(name, -1), unit_of_op[i])
     for k, unit in enumerate(units):
         for i in unit.ops:
             for name in graph.ops[i].outputs:
-                users = {position[u.name] for u in units[k + 1:] for j in u.ops
-                         if name in graph.ops[j].inputs}
-                if users and graph.values[name].type.is_float:
+                if last_reader.get(name, -1) > k and graph.values[name].type.is_float:
                     unit.out_bytes += cost.local_bytes(name)
     return units
 
@@ -124,21 +126,39 @@ def _stage_time(units, start, stop, cost: CostModel) -> float:
     return sum(u.time for u in units[start:stop]) + cost.p2p_time(units[stop - 1].out_bytes)
 
 
+def _prefix(values) -> list[float]:
+    out = [0.0]
+    for v in values:
+        out.append(out[-1] + v)
+    return out
+
+
 def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tuple[int, int]]:
     """Contiguous split of the units into stages minimising the slowest one within memory."""
     n, k = len(units), config.num_stages
     cap = config.memory / max(1, config.num_stages // config.pp)
     inf = float("inf")
+    time = _prefix(u.time for u in units)
+    params = _prefix(u.param_numel for u in units)
+    acts = _prefix(u.act_bytes for u in units)
+    send = [cost.p2p_time(u.out_bytes) for u in units]
+    per_param = 4 + 4 + optimizer_state_bytes(config.optimizer)
+    recompute = "all" in config.recompute
     best = [[inf] * (n + 1) for _ in range(k + 1)]
     cut = [[0] * (n + 1) for _ in range(k + 1)]
     best[0][0] = 0.0
     for s in range(1, k + 1):
+        held = inflight(config, s - 1)
         for i in range(s, n - (k - s) + 1):
             for j in range(s - 1, i):
                 if best[s - 1][j] == inf:
                     continue
-                worst = max(best[s - 1][j], _stage_time(units, j, i, cost))
-                if worst < best[s][i] and stage_memory(units, j, i, config, s - 1) <= cap:
+                worst = max(best[s - 1][j], time[i] - time[j] + send[i - 1])
+                if worst >= best[s][i]:
+                    continue
+                saved = (units[j - 1].out_bytes if j > 0 else units[0].out_bytes) \
+                    if recompute else acts[i] - acts[j]
+                if (params[i] - params[j]) * per_param + saved * held <= cap:
                     best[s][i], cut[s][i] = worst, j
     if best[k][n] == inf:  # nothing fits: balance time alone, the plan reports the overflow
         return _balance(units, replace(config, memory=inf), cost)

@@ -1,0 +1,137 @@
+"""Cost model, partition and plans on real specs."""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from parc.compiler.cost import CostModel
+from parc.compiler.passes import lower
+from parc.compiler.plan import make_plan
+from parc.compiler.verify import verify
+from parc.dsl.check import check_file, check_text
+
+ROOT = Path(__file__).resolve().parents[2]
+GPT2 = (ROOT / "examples/gpt2_small.par").read_text()
+
+
+def big_spec(layers=96, pp=8, m=64, v=4):
+    text = GPT2.replace("layers = 12", f"layers = {layers}").replace(
+        "mesh (pp = 2, dp = 2, tp = 2)", f"mesh (pp = {pp})").replace(
+        "schedule 1f1b", f"schedule interleaved(virtual = {v})").replace(
+        "batch 512; microbatches 16", f"batch 512; microbatches {m}")
+    return check_text(re.sub(r"  sbp \{.*?\n  \}\n", "", text, flags=re.S), "big.par")
+
+
+def test_matmul_time_is_flops_over_achievable_peak():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    graph = lower(spec)
+    cost = CostModel(graph, spec.parallel.hardware)
+    op = next(op for op in graph.ops if op.kind == "matmul" and op.scope.endswith("mlp.fc1"))
+    # [32, 1024, 768] @ [768, 3072], split over dp (batch) and tp (columns): 4 ways
+    flops = 2 * 32 * 1024 * 768 * 3072 / 4
+    hw = spec.parallel.hardware
+    assert cost.op_time(op).fwd == pytest.approx(flops / (hw.flops_f32 * hw.efficiency))
+    t = cost.op_time(op)
+    assert t.bwd_input == pytest.approx(t.fwd) and t.bwd_weight == pytest.approx(t.fwd)
+
+
+def test_axes_map_to_links():
+    text = (ROOT / "examples/gpt2_small.par").read_text().replace(
+        "h100_node(nodes = 1)", "h100_node(nodes = 2)").replace(
+        "mesh (pp = 2, dp = 2, tp = 2)", "mesh (dp = 2, pp = 2, tp = 4)")
+    spec = check_text(text, "two.par")
+    cost = CostModel(lower(spec), spec.parallel.hardware)
+    assert cost.axis_link("tp") == pytest.approx((450e9, 3e-6))  # inside a node: NVLink
+    assert cost.axis_link("pp") == pytest.approx((450e9, 3e-6))  # pp x tp = 8: one node
+    assert cost.axis_link("dp") == pytest.approx((50e9, 5e-6))  # across nodes: InfiniBand
+
+
+def test_tensor_parallel_all_reduce_time():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    graph = lower(spec)
+    cost = CostModel(graph, spec.parallel.hardware)
+    op = next(op for op in graph.ops if op.kind == "all_reduce")
+    size = 32 * 1024 * 768 * 4 / 2  # one dp shard of the activation
+    expected = 2 * 3e-6 + 2 * size * (2 - 1) / 2 / 450e9  # ring: 2(n-1) steps, 2(n-1)/n of T
+    assert cost.op_time(op).fwd == pytest.approx(expected)
+
+
+def test_auto_stages_balance_blocks_and_count_the_head():
+    plan = make_plan(check_file(ROOT / "examples/gpt2_small.par"))
+    verify(plan.graph)
+    first, last = plan.stages
+    assert first.units[0] == "embed" and last.units[-1] == "lm_loss"
+    # the tied 50k-vocabulary head is heavy: the last stage gets fewer blocks
+    assert len(last.units) < len(first.units)
+    times = [s.fwd + s.bwd_input + s.bwd_weight for s in plan.stages]
+    assert max(times) / min(times) < 1.2
+    assert plan.partition.explanation[0].startswith("stage 0 | 1 between `block[")
+
+
+def test_memory_limit_moves_the_boundary():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    free = make_plan(spec)
+    text = GPT2.replace('hardware node = std.hw.h100_node(nodes = 1)',
+                        'hardware node = std.hw.h100_node(nodes = 1)\n' + SMALL_NODE)
+    tight = make_plan(check_text(text.replace("parallel on node", "parallel on small"), "t.par"))
+    assert tight.fits
+    assert len(tight.stages[0].units) < len(free.stages[0].units)
+
+
+SMALL_NODE = """hardware small {
+  devices 8
+  memory 16 GB
+  flops_bf16 989 TFLOPS
+  flops_f32 67 TFLOPS
+  mem_bw 3.35 TB/s
+  intra_bw 450 GB/s
+  intra_latency 3 us
+  efficiency 0.75
+}
+"""
+
+
+def test_plan_that_does_not_fit_says_so():
+    text = GPT2.replace('hardware node = std.hw.h100_node(nodes = 1)',
+                        SMALL_NODE.replace("16 GB", "1 GB").replace("small", "node"))
+    plan = make_plan(check_text(text, "t.par"))
+    assert not plan.fits
+
+
+def test_explicit_stages_are_kept():
+    plan = make_plan(check_file(ROOT / "examples/gpt_stages.par"))
+    assert [s.units for s in plan.stages] == [["embed", "block[0]", "block[1]"],
+                                              ["block[2]", "block[3]", "lm_loss"]]
+
+
+def test_tied_embedding_lives_on_both_ends():
+    plan = make_plan(check_file(ROOT / "examples/gpt_tiny.par"))
+    assert plan.shared_params == ["embed.wte"]
+    stages = {plan.graph.values[op.outputs[0]].stage for op in plan.graph.ops
+              if op.inputs == ("embed.wte",)}
+    assert stages == {0, 1}
+
+
+def test_interleaved_stage_ranks_and_recompute_lowers_memory():
+    spec = check_file(ROOT / "examples/gpt_interleaved.par")
+    plan = make_plan(spec)
+    assert [s.rank for s in plan.stages] == [0, 1, 2, 3, 0, 1, 2, 3]
+    text = (ROOT / "examples/gpt_interleaved.par").read_text().replace(
+        "schedule interleaved(virtual = 2)", "schedule interleaved(virtual = 2)\n  recompute all")
+    lean = make_plan(check_text(text, "r.par"))
+    assert max(lean.simulation.peak_activation_bytes) < max(plan.simulation.peak_activation_bytes)
+    assert lean.predicted_step_s > plan.predicted_step_s  # the forward runs twice
+
+
+def test_planning_a_96_layer_model_is_fast():
+    spec = big_spec()
+    best = min(_timed(lambda: make_plan(spec)) for _ in range(2))
+    assert best < 2.0
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
