@@ -1,0 +1,1 @@
+"""Code generation: a plan becomes a directory holding a torch.distributed program."""

@@ -1,0 +1,224 @@
+"""What the generated program contains, decided here; the templates only lay it out.
+
+For every stage: its parameters (local shards), the values it receives and sends, the data
+inputs it reads, and one line of torch per op, with the communication written out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ...ops.catalog import CATALOG
+from ...ops.comm import COMMS
+from ...ops.lowering import TORCH_DTYPES, torch_lowering
+from ...ops.types import TensorT
+from ..ir import Graph, Op
+from ..plan import Plan
+
+REDUCTIONS = {"cross_entropy", "mean"}  # a local mean over a shard is 1/n of a partial sum
+
+
+@dataclass
+class ParamCode:
+    name: str  # embed.wte
+    attr: str  # embed_wte
+    shape: list[int]  # full
+    local_shape: list[int]
+    init: tuple[str, tuple[float, ...]]
+    splits: list[tuple[str, int]]  # (axis, dim) for every axis that splits it
+    sbp: str
+
+
+@dataclass
+class StageCode:
+    index: int
+    rank: int
+    layers: list[str]
+    params: list[ParamCode] = field(default_factory=list)
+    live_in: list[dict] = field(default_factory=list)  # {name, var, dtype, shape (local)}
+    live_out: list[dict] = field(default_factory=list)
+    data_inputs: list[str] = field(default_factory=list)
+    loss: str | None = None
+    lines: list[str] = field(default_factory=list)
+    step_sync: list[tuple[str, str]] = field(default_factory=list)  # (param attr, axis)
+    imports: list[str] = field(default_factory=list)
+
+    @property
+    def class_name(self) -> str:
+        return f"Stage{self.index}"
+
+
+def var(name: str) -> str:
+    """A Python name for an IR value: %43 -> t43, %tokens -> tokens."""
+    if name.isdigit():
+        return f"t{name}"
+    return attr(name)
+
+
+def attr(name: str) -> str:
+    """A Python attribute for a scoped parameter name: block[3].attn.q.w -> block_3_attn_q_w."""
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name)).strip("_")
+
+
+class Emitter:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.graph: Graph = plan.graph
+        self.batch = dict(self.graph.bindings).get("batch", 1)
+        self.params = {p.name: p for p in self.graph.params}
+        self.carriers = self._param_carriers()
+        self.synced = {op.outputs[0] for op in self.graph.ops
+                       if op.kind == "grad_all_reduce" and op.outputs[0] in self.carriers}
+
+    def _param_carriers(self) -> dict[str, str]:
+        """Values that are a parameter passed along (gathered, or synced once per step)."""
+        out: dict[str, str] = {}
+        for op in self.graph.ops:
+            if op.kind in COMMS and (op.inputs[0] in self.params or op.inputs[0] in out):
+                out[op.outputs[0]] = out.get(op.inputs[0], op.inputs[0])
+        return out
+
+    # ---- shapes
+    def splits(self, name: str) -> list[tuple[str, int]]:
+        sbp = self.graph.values[name].sbp
+        if sbp is None:
+            return []
+        return [(axis, s.dim) for axis, s in sbp.axes if s.kind == "S"]
+
+    def local_shape(self, name: str) -> list[int]:
+        t = self.graph.values[name].type
+        shape = [d.subs({"batch": self.batch}).as_int() for d in t.shape]
+        for axis, dim in self.splits(name):
+            shape[dim] //= self.graph.axis_size(axis)
+        return shape
+
+    # ---- stages
+    def stages(self) -> list[StageCode]:
+        g = self.graph
+        stage_of = {n: v.stage for n, v in g.values.items()}
+        num = len(self.plan.stages)
+        produced_at = {}
+        for op in g.ops:
+            for out in op.outputs:
+                produced_at[out] = stage_of[out]
+        readers: dict[str, set[int]] = {}
+        for op in g.ops:
+            s = stage_of[op.outputs[0]]
+            for name in op.inputs:
+                readers.setdefault(name, set()).add(s)
+        for _, name in g.outputs:
+            readers.setdefault(name, set()).add(num - 1)
+        order = list(produced_at)
+        codes = []
+        for info in self.plan.stages:
+            s = info.index
+            code = StageCode(s, info.rank, info.units)
+            crossing = [n for n in order if n in produced_at and n not in self.carriers]
+            code.live_in = [self.boundary(n) for n in crossing
+                            if produced_at[n] < s and max(readers.get(n, {-1})) >= s]
+            code.live_out = [self.boundary(n) for n in crossing
+                             if produced_at[n] <= s and max(readers.get(n, {-1})) > s]
+            code.data_inputs = [n for n in g.inputs if s in readers.get(n, set())]
+            self.emit_ops(code, [op for op in g.ops if stage_of[op.outputs[0]] == s])
+            if s == num - 1:
+                code.loss = var(dict(g.outputs).get("loss", g.outputs[0][1]))
+            codes.append(code)
+        return codes
+
+    def boundary(self, name: str) -> dict:
+        v = self.graph.values[name]
+        return {"name": name, "var": var(name), "dtype": v.type.dtype,
+                "shape": self.local_shape(name)}
+
+    def param_code(self, name: str) -> ParamCode:
+        v = self.graph.values[name]
+        sbp = str(v.sbp) if v.sbp is not None else "B"
+        return ParamCode(name, attr(name), [d.as_int() for d in v.type.shape],
+                         self.local_shape(name), self.params[name].init,
+                         [(axis, dim) for axis, dim in self.splits(name)], sbp)
+
+    def operand(self, name: str) -> str:
+        if name in self.params:
+            return f"self.{attr(name)}"
+        if name in self.synced:  # the parameter itself; its gradient is synced per step
+            return f"self.{attr(self.carriers[name])}"
+        return var(name)
+
+    def emit_ops(self, code: StageCode, ops: list[Op]) -> None:
+        used_params: list[str] = []
+        scope = None
+        for op in ops:
+            for name in op.inputs:
+                root = self.carriers.get(name, name)
+                if root in self.params and root not in used_params:
+                    used_params.append(root)
+            line = self.line(code, op)
+            if line is None:
+                continue
+            if op.scope != scope:
+                scope = op.scope
+                code.lines.append(f"# {scope or '(model)'}")
+            code.lines.append(line)
+        code.params = [self.param_code(p) for p in used_params]
+        text = "\n".join(code.lines)
+        code.imports = [name for name, used in (
+            ("torch", "torch." in text), ("F", "F." in text), ("C", "C." in text),
+            ("causal_attention", "causal_attention(" in text), ("rope", "rope(" in text))
+            if used]
+
+    def line(self, code: StageCode, op: Op) -> str | None:
+        g = self.graph
+        outs = ", ".join(var(o) for o in op.outputs)
+        args = [self.operand(i) for i in op.inputs]
+        comment = ""
+        if op.kind in COMMS:
+            axis = op.attr("axis")
+            group = f'self.groups["{axis}"]'
+            src = g.values[op.inputs[0]].sbp.on(axis)
+            dst = g.values[op.outputs[0]].sbp.on(axis)
+            if op.outputs[0] in self.synced:
+                code.step_sync.append((attr(self.carriers[op.outputs[0]]), axis))
+                return None
+            extra = {"all_gather": f", dim={src.dim}", "reduce_scatter": f", dim={dst.dim}",
+                     "slice": f", dim={dst.dim}", "to_partial": f", dim={src.dim}",
+                     "all_to_all": f", src={src.dim}, dst={dst.dim}"}.get(op.kind, "")
+            return f"{outs} = C.{op.kind}({args[0]}, {group}{extra}){comment}"
+        ins = [g.values[i].type for i in op.inputs]
+        attrs = {name: default for name, default in CATALOG[op.kind].attrs}
+        attrs.update(dict(op.attrs))
+        if op.kind == "reshape":
+            attrs["shape_local"] = self.local_shape(op.outputs[0])
+        if op.kind == "embedding":
+            table = g.values[op.inputs[1]].sbp
+            rows = [a for a, s in (table.axes if table else ()) if s == _split(0)]
+            if rows:
+                return (f'{outs} = C.vocab_parallel_embedding({args[0]}, {args[1]}, '
+                        f'self.groups["{rows[0]}"]){comment}')
+        expr = torch_lowering(op.kind, args, ins, attrs)
+        factor = self.reduction_factor(op)
+        if factor != 1:
+            expr = f"({expr}) / {factor}"
+        return f"{outs} = {expr}{comment}"
+
+    def reduction_factor(self, op: Op) -> int:
+        """A mean over a shard: divide by the ways the result is a partial sum of it."""
+        if op.kind not in REDUCTIONS or self.graph.values[op.outputs[0]].sbp is None:
+            return 1
+        factor = 1
+        out = self.graph.values[op.outputs[0]].sbp
+        first = self.graph.values[op.inputs[0]].sbp
+        for axis in self.graph.sbp_axes:
+            if out.on(axis).kind == "P" and first.on(axis).kind == "S":
+                factor *= self.graph.axis_size(axis)
+        return factor
+
+
+def _split(dim: int):
+    from ...ops.sbp import Sbp
+
+    return Sbp("S", dim)
+
+
+def dtype_name(t: TensorT) -> str:
+    return TORCH_DTYPES[t.dtype]

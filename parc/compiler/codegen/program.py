@@ -1,0 +1,123 @@
+"""Writes the program directory: plan.json, stage_<k>.py, main.py, launch.txt.
+
+The directory is written whole or not at all: files go to a temporary sibling that is renamed
+into place, so a failed compile leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from ..plan import Plan
+from ..report import plan_json
+from .emit import Emitter, StageCode
+
+
+def _env() -> Environment:
+    return Environment(loader=PackageLoader("parc.compiler.codegen", "templates"),
+                       undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+def launch_command(plan: Plan, out_dir: str) -> str:
+    nproc = plan.spec.parallel.hardware.devices
+    return f"torchrun --standalone --nproc_per_node={nproc} {out_dir}/main.py"
+
+
+def program_json(plan: Plan, stages: list[StageCode]) -> dict:
+    spec, g = plan.spec, plan.graph
+    train = spec.train
+    highs = _input_ranges(plan)
+    inputs = {}
+    for name in g.inputs:
+        v = g.values[name]
+        shape = [d.subs({"batch": train.batch}).as_int() for d in v.type.shape]
+        splits = [(axis, s.dim) for axis, s in (v.sbp.axes if v.sbp else ()) if s.kind == "S"]
+        inputs[name] = {"dtype": v.type.dtype, "shape": shape, "high": highs.get(name, 2),
+                        "splits": splits}
+    sched = plan.schedule
+    return {
+        "model": spec.model.name,
+        "mesh": [list(axis) for axis in (spec.parallel.mesh or (("pp", 1),))],
+        "device": spec.parallel.hardware.device,
+        "train": {"batch": train.batch, "microbatches": train.microbatches,
+                  "steps": train.steps, "seed": train.seed, "grad_clip": train.grad_clip,
+                  "optimizer": asdict(train.optimizer), "data": asdict(train.data),
+                  "tokens_per_sample": _tokens_per_sample(plan)},
+        "inputs": inputs,
+        "stages": [{"index": s.index, "rank": s.rank, "module": f"stage_{s.index}",
+                    "class": s.class_name, "layers": s.layers, "live_in": s.live_in,
+                    "live_out": s.live_out, "data_inputs": s.data_inputs,
+                    "loss": s.loss is not None,
+                    "params": [{"attr": p.attr, "name": p.name, "shape": p.shape,
+                                "init": [p.init[0], list(p.init[1])], "splits": p.splits}
+                               for p in s.params]}
+                   for s in stages],
+        "shared_params": plan.shared_params,
+        "schedule": {"family": sched.family, "stage_rank": list(sched.stage_rank),
+                     "paths": [list(p) for p in sched.paths],
+                     "split_backward": sched.split_backward,
+                     "ranks": [[[a.op, a.stage, a.mb] for a in rank] for rank in sched.ranks]},
+    }
+
+
+def _tokens_per_sample(plan: Plan) -> int:
+    g = plan.graph
+    first = g.values[g.inputs[0]].type if g.inputs else None
+    if first is None or first.rank < 2:
+        return 1
+    return first.shape[1].as_int() or 1
+
+
+def _input_ranges(plan: Plan) -> dict[str, int]:
+    """The exclusive upper bound of each integer input: the rows of the table it indexes, or
+    the classes of the loss it labels."""
+    g = plan.graph
+    out: dict[str, int] = {}
+    for op in g.ops:
+        if op.kind == "embedding" and op.inputs[0] in g.inputs:
+            out[op.inputs[0]] = g.values[op.inputs[1]].type.shape[0].as_int()
+        if op.kind == "cross_entropy" and op.inputs[1] in g.inputs:
+            out[op.inputs[1]] = g.values[op.inputs[0]].type.shape[-1].as_int()
+    return out
+
+
+def write_program(plan: Plan, out_dir: str | Path, source: str) -> Path:
+    out = Path(out_dir)
+    stages = Emitter(plan).stages()
+    env = _env()
+    files = {}
+    model = plan.spec.model.name
+    for stage in stages:
+        files[f"stage_{stage.index}.py"] = env.get_template("stage.py.j2").render(
+            stage=stage, model=model, source=source)
+    launch = launch_command(plan, str(out))
+    files["main.py"] = env.get_template("main.py.j2").render(model=model, source=source,
+                                                             launch=launch)
+    files["launch.txt"] = launch + "\n"
+    data = plan_json(plan)
+    data["program"] = program_json(plan, stages)
+    files["plan.json"] = json.dumps(data, indent=1) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        backup = None
+        if out.exists():
+            backup = out.parent / f".{out.name}.old"
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(out, backup)
+        os.replace(tmp, out)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,174 @@
+"""Runs one rank's share of a schedule: F, B and W actions with the p2p they imply.
+
+Shapes are known from the plan, so receive buffers are allocated once and no shape handshake
+is needed. Receives block just before the action that needs them; sends are asynchronous and
+awaited at the end of the step, which is deadlock-free because the compiler validated the
+schedule under exactly these semantics.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from .data import local_slice
+
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
+          "f64": torch.float64, "i64": torch.int64, "i32": torch.int32}
+
+
+@dataclass
+class Pending:
+    """What a forward leaves for its backward."""
+
+    inputs: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+    grads: list[torch.Tensor] | None = None  # output gradients, kept for W when B is split
+
+
+@dataclass
+class StepResult:
+    losses: list[torch.Tensor] = field(default_factory=list)
+
+
+def message_tag(kind: str, src_stage: int, dst_stage: int, mb: int, index: int) -> int:
+    """The same tag on both ends of a message (NCCL ignores it; gloo matches on it)."""
+    return zlib.crc32(f"{kind}:{src_stage}:{dst_stage}:{mb}:{index}".encode()) & 0x7FFFFFF
+
+
+class Executor:
+    def __init__(self, program: dict, modules: dict, mesh, device):
+        self.program = program
+        self.modules = modules  # stage index -> module on this rank
+        self.mesh = mesh
+        self.device = device
+        sched = program["schedule"]
+        self.stage_rank = sched["stage_rank"]
+        self.paths = sched["paths"]
+        self.split = sched["split_backward"]
+        self.stages = {s["index"]: s for s in program["stages"]}
+        self.num_microbatches = program["train"]["microbatches"]
+        self.pp = self.mesh.coords.get("pp", 0) if self.mesh is not None else 0
+        if self.mesh is not None:
+            self.actions = [tuple(a) for a in sched["ranks"][self.pp]]
+        else:  # one process runs every stage: each microbatch down its path and back
+            self.actions = []
+            for mb, path in enumerate(self.paths):
+                self.actions += [("F", s, mb) for s in path]
+                for s in reversed(path):
+                    self.actions += [("B", s, mb)] + ([("W", s, mb)] if self.split else [])
+        self.buffers: dict[tuple, list[torch.Tensor]] = {}
+
+    # ---- neighbours
+    def _next(self, stage: int, mb: int) -> int | None:
+        path = self.paths[mb]
+        i = path.index(stage)
+        return path[i + 1] if i + 1 < len(path) else None
+
+    def _prev(self, stage: int, mb: int) -> int | None:
+        path = self.paths[mb]
+        i = path.index(stage)
+        return path[i - 1] if i > 0 else None
+
+    def _peer(self, stage: int) -> int | None:
+        """The global rank running `stage` at this rank's data/tensor position (None: here)."""
+        pp = self.stage_rank[stage]
+        if self.mesh is None or pp == self.pp:
+            return None
+        return self.mesh.rank_at(pp=pp)
+
+    # ---- p2p
+    def _buffers(self, key: tuple, specs: list[dict]) -> list[torch.Tensor]:
+        if key not in self.buffers:
+            self.buffers[key] = [torch.empty(s["shape"], dtype=DTYPES[s["dtype"]],
+                                             device=self.device) for s in specs]
+        return self.buffers[key]
+
+    def _recv(self, kind: str, src_stage: int, dst_stage: int, mb: int,
+              specs: list[dict]) -> list[torch.Tensor]:
+        peer = self._peer(src_stage)
+        assert peer is not None
+        bufs = self._buffers((kind, src_stage, dst_stage), specs)
+        works = [dist.irecv(buf, src=peer, tag=message_tag(kind, src_stage, dst_stage, mb, i))
+                 for i, buf in enumerate(bufs)]
+        for work in works:
+            work.wait()
+        return [b.clone() for b in bufs]
+
+    def _send(self, kind: str, src_stage: int, dst_stage: int, mb: int,
+              tensors: list[torch.Tensor], works: list) -> None:
+        peer = self._peer(dst_stage)
+        assert peer is not None
+        for i, t in enumerate(tensors):
+            works.append(dist.isend(t.detach().contiguous(), dst=peer,
+                                    tag=message_tag(kind, src_stage, dst_stage, mb, i)))
+
+    # ---- the step
+    def run(self, batch: dict[str, torch.Tensor], data_splits: dict) -> StepResult:
+        result = StepResult()
+        pending: dict[tuple[int, int], Pending] = {}
+        local: dict[tuple, list[torch.Tensor]] = {}  # messages between stages on this rank
+        works: list = []
+        m = self.num_microbatches
+        for op, stage, mb in self.actions:
+            info = self.stages[stage]
+            module = self.modules[stage]
+            if op == "F":
+                prev = self._prev(stage, mb)
+                if prev is None:
+                    inputs = []
+                elif self._peer(prev) is None:
+                    inputs = [t.detach() for t in local.pop(("act", prev, stage, mb))]
+                else:
+                    inputs = self._recv("act", prev, stage, mb, info["live_in"])
+                inputs = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
+                data = [local_slice(batch[name], mb, m, data_splits[name]).to(self.device)
+                        for name in info["data_inputs"]]
+                outputs = list(module(*inputs, *data))
+                pending[(stage, mb)] = Pending(inputs, outputs)
+                nxt = self._next(stage, mb)
+                if nxt is None:
+                    result.losses.append(outputs[-1].detach())
+                elif self._peer(nxt) is None:
+                    local[("act", stage, nxt, mb)] = outputs
+                else:
+                    self._send("act", stage, nxt, mb, outputs, works)
+            elif op == "B":
+                state = pending[(stage, mb)]
+                nxt = self._next(stage, mb)
+                if nxt is None:
+                    outs = [state.outputs[-1]]
+                    grads = [torch.full_like(state.outputs[-1], 1.0 / m)]
+                elif self._peer(nxt) is None:
+                    outs, grads = state.outputs, local.pop(("grad", nxt, stage, mb))
+                else:
+                    outs = state.outputs
+                    grads = self._recv("grad", nxt, stage, mb, info["live_out"])
+                wanted = [t for t in state.inputs if t.requires_grad]
+                if self.split:
+                    input_grads = torch.autograd.grad(outs, wanted, grads, retain_graph=True,
+                                                      allow_unused=True) if wanted else []
+                    state.grads = grads
+                else:
+                    torch.autograd.backward(outs, grads)
+                    input_grads = [t.grad for t in wanted]
+                    del pending[(stage, mb)]
+                prev = self._prev(stage, mb)
+                if prev is not None:
+                    input_grads = [g if g is not None else torch.zeros_like(t)
+                                   for g, t in zip(input_grads, wanted)]
+                    if self._peer(prev) is None:
+                        local[("grad", stage, prev, mb)] = input_grads
+                    else:
+                        self._send("grad", stage, prev, mb, input_grads, works)
+            else:  # W: the weight gradients of a split backward
+                state = pending.pop((stage, mb))
+                params = [p for p in module.parameters() if p.requires_grad]
+                outs = [state.outputs[-1]] if self._next(stage, mb) is None else state.outputs
+                torch.autograd.backward(outs, state.grads, inputs=params)
+        for work in works:
+            work.wait()
+        return result

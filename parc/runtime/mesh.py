@@ -1,0 +1,98 @@
+"""The device mesh of a generated program: one process group per mesh axis."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+TIMEOUT = timedelta(seconds=float(os.environ.get("PARC_TIMEOUT_S", "60")))
+
+
+def init_distributed(backend: str | None = None) -> None:
+    """Join the torchrun job (gloo on CPU, NCCL on CUDA), with a timeout so no rank hangs."""
+    if dist.is_initialized():
+        return
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=TIMEOUT)
+
+
+@dataclass
+class Mesh:
+    axes: tuple[tuple[str, int], ...]  # (name, size), outer to inner
+    coords: dict[str, int]  # this rank's position on each axis
+    groups: dict[str, object]  # axis -> process group (None when the axis has one device)
+    rank: int
+    device: torch.device
+
+    def size(self, axis: str) -> int:
+        return dict(self.axes).get(axis, 1)
+
+    def rank_at(self, **coords: int) -> int:
+        """The global rank at this rank's position with some coordinates changed."""
+        where = {**self.coords, **coords}
+        rank = 0
+        for name, size in self.axes:
+            rank = rank * size + where[name]
+        return rank
+
+    def peers(self, axis: str, positions: list[int]) -> list[int]:
+        return [self.rank_at(**{axis: p}) for p in positions]
+
+
+def coordinates(axes, rank: int) -> dict[str, int]:
+    coords = {}
+    for name, size in reversed(axes):
+        coords[name] = rank % size
+        rank //= size
+    return coords
+
+
+def build_mesh(axes: tuple[tuple[str, int], ...]) -> Mesh:
+    """Process groups for every axis. Every rank makes every group, in the same order."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    total = 1
+    for _, size in axes:
+        total *= size
+    assert total == world, f"the mesh has {total} devices but the job has {world} processes"
+    device = torch.device("cuda", torch.cuda.current_device()) if (
+        dist.is_initialized() and dist.get_backend() == "nccl") else torch.device("cpu")
+    coords = coordinates(axes, rank)
+    groups: dict[str, object] = {}
+    for index, (name, size) in enumerate(axes):
+        groups[name] = None
+        if size == 1 or world == 1:
+            continue
+        for members in _axis_groups(axes, index):
+            group = dist.new_group(members)
+            if rank in members:
+                groups[name] = group
+    return Mesh(tuple(axes), coords, groups, rank, device)
+
+
+def _axis_groups(axes, index: int) -> list[list[int]]:
+    world = 1
+    for _, size in axes:
+        world *= size
+    seen, out = set(), []
+    for rank in range(world):
+        if rank in seen:
+            continue
+        coords = coordinates(axes, rank)
+        members = []
+        for i in range(axes[index][1]):
+            coords[axes[index][0]] = i
+            r = 0
+            for name, size in axes:
+                r = r * size + coords[name]
+            members.append(r)
+        seen.update(members)
+        out.append(members)
+    return out

@@ -1,0 +1,283 @@
+"""The training loop of a generated program: mesh, stages, data, schedule, gradient sync,
+AdamW, metrics. `train(program_dir)` runs under torchrun; `reference_step` runs the same spec
+in one process for the correctness contract."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .data import Data
+from .executor import Executor
+from .mesh import Mesh, build_mesh, init_distributed
+from .params import init_full, shard
+
+
+def load_program(program_dir: str | Path) -> dict:
+    return json.loads((Path(program_dir) / "plan.json").read_text())["program"]
+
+
+def _load_module(program_dir: Path, name: str):
+    path = program_dir / f"{name}.py"
+    key = f"parc_program_{abs(hash(str(path)))}_{name}"
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Program:
+    """The stages of a program that live on this rank, with their parameters initialised."""
+
+    def __init__(self, program_dir: str | Path, mesh: Mesh | None):
+        self.dir = Path(program_dir)
+        self.spec = load_program(self.dir)
+        self.mesh = mesh
+        self.device = mesh.device if mesh is not None else torch.device("cpu")
+        pp = mesh.coords.get("pp", 0) if mesh is not None else None
+        groups = mesh.groups if mesh is not None else {}
+        seed = self.spec["train"]["seed"]
+        self.modules: dict[int, torch.nn.Module] = {}
+        for stage in self.spec["stages"]:
+            if pp is not None and stage["rank"] != pp:
+                continue
+            cls = getattr(_load_module(self.dir, stage["module"]), stage["class"])
+            module = cls({axis: groups.get(axis) for axis, _ in self.spec["mesh"]})
+            with torch.no_grad():
+                for p in stage["params"]:
+                    full = init_full(p["name"], tuple(p["shape"]), (p["init"][0],
+                                                                    tuple(p["init"][1])), seed)
+                    getattr(module, p["attr"]).copy_(shard(full, self._splits(p["splits"])))
+            self.modules[stage["index"]] = module.to(self.device)
+        self.data_splits = {name: self._splits(d["splits"])
+                            for name, d in self.spec["inputs"].items()}
+
+    def _splits(self, splits) -> list[tuple[int, int, int]]:
+        """(dim, ways, index) of this rank for each (axis, dim) that splits a tensor."""
+        if self.mesh is None:
+            return []
+        return [(dim, self.mesh.size(axis), self.mesh.coords[axis]) for axis, dim in splits]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules.values() for p in m.parameters()]
+
+    def named_shards(self) -> dict[str, tuple[torch.nn.Parameter, list]]:
+        """Parameter name -> (this rank's tensor, its (dim, ways, index) splits). A parameter
+        kept on several stages appears once."""
+        out = {}
+        for stage in self.spec["stages"]:
+            module = self.modules.get(stage["index"])
+            if module is None:
+                continue
+            for p in stage["params"]:
+                out.setdefault(p["name"], (getattr(module, p["attr"]),
+                                           self._splits(p["splits"])))
+        return out
+
+
+def _sync_gradients(program: Program) -> None:
+    """Once per step: data-parallel gradient all-reduce, and summing the copies of a parameter
+    kept on several stages (a tied embedding on the first and last stage)."""
+    mesh = program.mesh
+    for module in program.modules.values():
+        for name, axis in module.STEP_SYNC:
+            grad = getattr(module, name).grad
+            group = mesh.groups.get(axis) if mesh is not None else None
+            if grad is not None and group is not None:
+                dist.all_reduce(grad, group=group)
+    shared = program.spec["shared_params"]
+    if not shared:
+        return
+    stages_of: dict[str, list[int]] = {}
+    for stage in program.spec["stages"]:
+        for p in stage["params"]:
+            if p["name"] in shared:
+                stages_of.setdefault(p["name"], []).append(stage["index"])
+    for name in shared:
+        copies = []
+        for s in stages_of[name]:
+            module = program.modules.get(s)
+            if module is not None:
+                attr = next(p["attr"] for p in program.spec["stages"][s]["params"]
+                            if p["name"] == name)
+                copies.append(getattr(module, attr))
+        local = sum(p.grad for p in copies if p.grad is not None) if copies else None
+        ranks = sorted({program.spec["stages"][s]["rank"] for s in stages_of[name]})
+        if mesh is not None and len(ranks) > 1:
+            group = _copy_groups(program, tuple(ranks))
+            if local is None:
+                local = torch.zeros(0)
+            dist.all_reduce(local, group=group)
+        for p in copies:
+            p.grad = local.clone()
+
+
+_GROUPS: dict = {}
+
+
+def _copy_groups(program: Program, pp_ranks: tuple[int, ...]):
+    """Process groups joining the pipeline ranks that hold copies of a parameter (made by every
+    rank in the same order, once)."""
+    mesh = program.mesh
+    key = (id(mesh), pp_ranks)
+    if key not in _GROUPS:
+        others = [(a, n) for a, n in mesh.axes if a != "pp"]
+        mine = None
+        for flat in range(max(1, _product(n for _, n in others))):
+            coords, rest = {}, flat
+            for axis, size in reversed(others):
+                coords[axis] = rest % size
+                rest //= size
+            members = [mesh.rank_at(**coords, pp=p) for p in pp_ranks]
+            group = dist.new_group(members)
+            if mesh.rank in members:
+                mine = group
+        _GROUPS[key] = mine
+    return _GROUPS[key]
+
+
+def _product(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _optimizer(program: Program) -> torch.optim.Optimizer:
+    spec = program.spec["train"]["optimizer"]
+    params = program.parameters()
+    if spec["name"] == "sgd":
+        return torch.optim.SGD(params, lr=spec["lr"], momentum=spec["momentum"],
+                               weight_decay=spec["weight_decay"])
+    return torch.optim.AdamW(params, lr=spec["lr"], betas=(spec["beta1"], spec["beta2"]),
+                             eps=spec["eps"], weight_decay=spec["weight_decay"])
+
+
+def _global_loss(program: Program, losses: list[torch.Tensor]) -> float:
+    """The step's loss: mean over microbatches, summed over the ranks that hold partial sums."""
+    local = torch.stack(losses).sum() / program.spec["train"]["microbatches"] if losses \
+        else torch.zeros(())
+    if program.mesh is None:
+        return float(local)
+    owner = bool(losses) and all(program.mesh.coords[a] == 0 for a, _ in program.mesh.axes
+                                 if a not in ("pp",) and not _loss_partial_on(program, a))
+    value = local.detach().to(torch.float64).cpu() if owner else torch.zeros((),
+                                                                            dtype=torch.float64)
+    dist.all_reduce(value)
+    return float(value)
+
+
+def _loss_partial_on(program: Program, axis: str) -> bool:
+    """The loss is a partial sum over the axes the data is split on."""
+    return any(a == axis for d in program.spec["inputs"].values() for a, _ in d["splits"])
+
+
+def _clip(program: Program, max_norm: float) -> None:
+    """Clip by the global norm; a replicated shard is counted once."""
+    total = torch.zeros((), dtype=torch.float64)
+    for name, (param, splits) in program.named_shards().items():
+        if param.grad is None:
+            continue
+        if program.mesh is not None:
+            split_axes = {a for a, _ in _param_splits(program, name)}
+            if any(program.mesh.coords[a] != 0 for a, _ in program.mesh.axes
+                   if a != "pp" and a not in split_axes):
+                continue
+        total += param.grad.detach().double().pow(2).sum().cpu()
+    if program.mesh is not None:
+        dist.all_reduce(total)
+    scale = max_norm / (float(total.sqrt()) + 1e-6)
+    if scale < 1.0:
+        for p in program.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+
+
+def _param_splits(program: Program, name: str) -> list:
+    for stage in program.spec["stages"]:
+        for p in stage["params"]:
+            if p["name"] == name:
+                return p["splits"]
+    return []
+
+
+def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
+              on_step=None) -> list[float]:
+    spec = program.spec
+    train = spec["train"]
+    data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
+                train["data"].get("path"), train["data"].get("dtype", "u16"))
+    executor = Executor(spec, program.modules, program.mesh, program.device)
+    optimizer = _optimizer(program)
+    losses = []
+    for step in range(steps):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        result = executor.run(data.global_batch(step), program.data_splits)
+        _sync_gradients(program)
+        if train.get("grad_clip"):
+            _clip(program, train["grad_clip"])
+        loss = _global_loss(program, result.losses)
+        if dump is not None and step == steps - 1:
+            _dump(program, dump, loss, "grads")
+        optimizer.step()
+        if dump is not None and step == steps - 1:
+            _dump(program, dump, loss, "params")
+        seconds = time.perf_counter() - start
+        losses.append(loss)
+        tokens = train["batch"] * train["tokens_per_sample"]
+        record = {"step": step, "loss": loss, "step_s": seconds, "tokens_per_s": tokens / seconds}
+        if metrics is not None:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+        if on_step is not None:
+            on_step(record)
+    return losses
+
+
+def _dump(program: Program, directory: str, loss: float, what: str) -> None:
+    rank = program.mesh.rank if program.mesh is not None else 0
+    path = Path(directory) / f"{what}_rank{rank}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shards = {}
+    for name, (param, splits) in program.named_shards().items():
+        tensor = param.grad if what == "grads" else param
+        shards[name] = (tensor.detach().cpu().clone() if tensor is not None else None, splits)
+    torch.save({"loss": loss, "shards": shards}, path)
+
+
+def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,
+          dump: str | None = None) -> list[float]:
+    """Entry point under torchrun."""
+    init_distributed()
+    spec = load_program(program_dir)
+    mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
+    program = Program(program_dir, mesh)
+    steps = steps if steps is not None else spec["train"]["steps"]
+    metrics = None
+    if out is not None and mesh.rank == 0:
+        os.makedirs(out, exist_ok=True)
+        metrics = open(Path(out) / "metrics.jsonl", "w")  # noqa: SIM115 - closed below
+    try:
+        return run_steps(program, steps, metrics, dump)
+    finally:
+        if metrics is not None:
+            metrics.close()
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def reference_steps(program_dir: str | Path, steps: int = 1,
+                    dump: str | None = None) -> list[float]:
+    """The same program in this process, every stage here, no communication: it must be
+    compiled from the spec with parallelism removed (a mesh of the pipeline axis alone)."""
+    program = Program(program_dir, None)
+    return run_steps(program, steps, None, dump)
