@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from . import __version__
@@ -18,7 +19,7 @@ from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
-__all__ = ["PASS_NAMES", "__version__", "check", "chrome_trace", "comparison",
+__all__ = ["PASS_NAMES", "compile_program", "plan_of", "run", "__version__", "check", "chrome_trace", "comparison",
            "comparison_table", "console", "graph_to_json", "ir", "make_plan", "parse_overrides",
            "plan", "plan_json", "plan_tables", "schedule_json", "show_graph", "summary",
            "summary_table", "timeline_svg", "timeline_text", "write_atomic"]
@@ -54,6 +55,57 @@ def plan(path: str | Path, overrides: dict | None = None) -> Plan:
         raise ParcError([Diagnostic("E304", f"{spec.file} has no `parallel` block to plan",
                                     None)])
     return make_plan(spec)
+
+
+def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None) -> Path:
+    """Check, plan and write the program directory (whole, or not at all)."""
+    from .compiler.codegen.program import write_program
+
+    spec = check(path, overrides)
+    return write_program(plan_of(spec), out, spec.file)
+
+
+def plan_of(spec: Spec) -> Plan:
+    if spec.parallel is None or spec.train is None:
+        raise ParcError([Diagnostic("E304", f"{spec.file} needs `train` and `parallel` blocks "
+                                    "to compile", None)])
+    return make_plan(spec)
+
+
+def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
+        overrides: dict | None = None, torchrun_args: list[str] | None = None) -> int:
+    """Compile, launch with torchrun, show progress; returns the exit status."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .runtime.launch import failure_summary, launch
+
+    spec = check(path, overrides)
+    plan = plan_of(spec)
+    out = Path(out or Path("runs") / spec.model.name)
+    program = compile_program(path, out / "program", overrides)
+    steps = steps or spec.train.steps
+    nproc = spec.parallel.hardware.devices
+    if torchrun_args and any(a.startswith("--nnodes") for a in torchrun_args):
+        nproc = spec.parallel.hardware.devices_per_node
+    out_console = console(sys.stdout)
+    out_console.print(f"{spec.model.name}: {plan.schedule.family} on "
+                      f"{' x '.join(f'{a}={n}' for a, n in spec.parallel.mesh)}, {steps} steps; "
+                      f"predicted {plan.predicted_step_s * 1e3:.1f} ms/step", highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=out_console) as progress:
+        task = progress.add_task("training", total=steps, info="starting")
+
+        def show(record: dict) -> None:
+            progress.update(task, completed=record["step"] + 1,
+                            info=f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s")
+        status = launch(program, nproc, out, steps, show, torchrun_args)
+    if status != 0:
+        print(failure_summary(out), file=sys.stderr)
+        print(f"parc run: the job failed (exit {status}); full log in {out / 'torchrun.log'}",
+              file=sys.stderr)
+        return 1
+    print(f"metrics: {out / 'metrics.jsonl'}")
+    return 0
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -9,7 +9,7 @@ import sys
 from . import api
 from .dsl.diagnostics import ParcError
 
-COMMANDS = ("check", "ir", "plan", "schedule")
+COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +49,33 @@ def _parser() -> argparse.ArgumentParser:
                           help="step time, bubble and memory of every schedule family")
     schedule.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                           help="override a model parameter")
+    compile_ = sub.add_parser("compile", help="write the distributed training program")
+    compile_.add_argument("file", metavar="FILE")
+    compile_.add_argument("-o", "--out", required=True, metavar="DIR")
+    compile_.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                          help="override a model parameter")
+    run = sub.add_parser("run", help="compile and train with torchrun",
+                         description="Compile FILE and train it with torchrun. Arguments after "
+                         "`--` go to torchrun (multi-node flags such as --nnodes).")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--steps", type=int, default=None, help="default: the spec's steps")
+    run.add_argument("--out", default=None, metavar="DIR",
+                     help="metrics.jsonl and the program go here (default: runs/<model>)")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a model parameter")
     return parser
+
+
+def _cmd_compile(args) -> int:
+    out = api.compile_program(args.file, args.out, api.parse_overrides(args.set))
+    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    print("launch: " + (out / "launch.txt").read_text().strip())
+    return 0
+
+
+def _cmd_run(args) -> int:
+    return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
+                   args.torchrun)
 
 
 def _cmd_plan(args) -> int:
@@ -125,10 +151,16 @@ def _cmd_check(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if "--" in argv:  # what follows goes to torchrun
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     args = _parser().parse_args(argv)
+    args.torchrun = passthrough
     try:
         commands = {"check": _cmd_check, "ir": _cmd_ir, "plan": _cmd_plan,
-                    "schedule": _cmd_schedule}
+                    "schedule": _cmd_schedule, "compile": _cmd_compile, "run": _cmd_run}
         return commands[args.command](args)
     except ParcError as exc:
         print(exc.render(), file=sys.stderr)

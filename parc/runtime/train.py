@@ -183,7 +183,7 @@ def _loss_partial_on(program: Program, axis: str) -> bool:
 def _clip(program: Program, max_norm: float) -> None:
     """Clip by the global norm; a replicated shard is counted once."""
     total = torch.zeros((), dtype=torch.float64)
-    for name, (param, splits) in program.named_shards().items():
+    for name, (param, _splits) in program.named_shards().items():
         if param.grad is None:
             continue
         if program.mesh is not None:
@@ -248,7 +248,7 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
     path = Path(directory) / f"{what}_rank{rank}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     shards = {}
-    for name, (param, splits) in program.named_shards().items():
+    for name, (param, _splits) in program.named_shards().items():
         tensor = param.grad if what == "grads" else param
         shards[name] = (tensor.detach().cpu().clone() if tensor is not None else None, splits)
     torch.save({"loss": loss, "shards": shards}, path)
