@@ -19,10 +19,11 @@ from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
-__all__ = ["PASS_NAMES", "compile_program", "plan_of", "run", "__version__", "check", "chrome_trace", "comparison",
-           "comparison_table", "console", "graph_to_json", "ir", "make_plan", "parse_overrides",
-           "plan", "plan_json", "plan_tables", "schedule_json", "show_graph", "summary",
-           "summary_table", "timeline_svg", "timeline_text", "write_atomic"]
+__all__ = ["__version__", "check", "chrome_trace", "comparison", "comparison_table",
+           "compile_program", "console", "graph_to_json", "ir", "make_plan", "parse_overrides",
+           "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables", "run", "schedule_json",
+           "show_graph", "summary", "summary_table", "timeline_svg", "timeline_text",
+           "write_atomic"]
 
 
 def check(path: str | Path, overrides: dict | None = None) -> Spec:

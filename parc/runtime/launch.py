@@ -67,7 +67,7 @@ def failure_summary(out: Path, limit: int = 40) -> str:
     log = out / "torchrun.log"
     if not log.exists():
         return ""
-    lines = [l for l in log.read_text().splitlines() if not l.startswith("W")]
-    keep = [l for l in lines if "Error" in l or "error" in l or "Traceback" in l or
-            "rank" in l.lower()]
+    lines = [line for line in log.read_text().splitlines() if not line.startswith("W")]
+    keep = [line for line in lines if "Error" in line or "error" in line or
+            "Traceback" in line or "rank" in line.lower()]
     return "\n".join((keep or lines)[-limit:])

@@ -109,12 +109,13 @@ def _sync_gradients(program: Program) -> None:
                 attr = next(p["attr"] for p in program.spec["stages"][s]["params"]
                             if p["name"] == name)
                 copies.append(getattr(module, attr))
-        local = sum(p.grad for p in copies if p.grad is not None) if copies else None
         ranks = sorted({program.spec["stages"][s]["rank"] for s in stages_of[name]})
-        if mesh is not None and len(ranks) > 1:
-            group = _copy_groups(program, tuple(ranks))
-            if local is None:
-                local = torch.zeros(0)
+        group = _copy_groups(program, tuple(ranks)) if (
+            mesh is not None and len(ranks) > 1) else None  # every rank makes the groups
+        if not copies:
+            continue
+        local = sum(p.grad if p.grad is not None else torch.zeros_like(p) for p in copies)
+        if group is not None:
             dist.all_reduce(local, group=group)
         for p in copies:
             p.grad = local.clone()
@@ -248,7 +249,7 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
     path = Path(directory) / f"{what}_rank{rank}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     shards = {}
-    for name, (param, _splits) in program.named_shards().items():
+    for name, (param, splits) in program.named_shards().items():
         tensor = param.grad if what == "grads" else param
         shards[name] = (tensor.detach().cpu().clone() if tensor is not None else None, splits)
     torch.save({"loss": loss, "shards": shards}, path)
