@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -268,12 +269,18 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
         os.makedirs(out, exist_ok=True)
         metrics = open(Path(out) / "metrics.jsonl", "w")  # noqa: SIM115 - closed below
     try:
-        return run_steps(program, steps, metrics, dump)
-    finally:
-        if metrics is not None:
-            metrics.close()
-        dist.barrier()
-        dist.destroy_process_group()
+        losses = run_steps(program, steps, metrics, dump)
+    except BaseException:
+        # Leave at once: waiting for the others (a barrier, pending sends) would hang this
+        # rank until the timeout; torchrun sees the exit and stops the whole job.
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    if metrics is not None:
+        metrics.close()
+    dist.barrier()
+    dist.destroy_process_group()
+    return losses
 
 
 def reference_steps(program_dir: str | Path, steps: int = 1,

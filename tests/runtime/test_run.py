@@ -1,0 +1,57 @@
+"""`parc run` end to end, and jobs that fail or hang end promptly with the error shown."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from parc.api import compile_program
+from parc.cli import main
+from parc.runtime.launch import failure_summary, launch
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_parc_run_trains_and_writes_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(ROOT / "examples/gpt_tiny.par"), "--steps", "6", "--out",
+                 str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(6))
+    assert set(records[0]) == {"step", "loss", "step_s", "tokens_per_s"}
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (out / "program" / "main.py").exists()
+    assert "metrics:" in capsys.readouterr().out
+
+
+def _broken(tmp_path: Path, statement: str) -> Path:
+    program = compile_program(ROOT / "examples/gpt_tiny.par", tmp_path / "program")
+    stage = program / "stage_1.py"
+    text = stage.read_text()
+    marker = "    def forward(self"
+    head, rest = text.split(marker, 1)
+    signature, body = rest.split("\n", 1)
+    stage.write_text(head + marker + signature + f"\n        {statement}\n" + body)
+    return program
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
+    program = _broken(tmp_path, "raise RuntimeError('stage one exploded')")
+    start = time.monotonic()
+    status = launch(program, 4, tmp_path / "out", 2, lambda record: None)
+    assert status != 0
+    assert time.monotonic() - start < 60
+    assert "stage one exploded" in failure_summary(tmp_path / "out")
+
+
+def test_a_hanging_rank_ends_the_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARC_TIMEOUT_S", "10")
+    program = _broken(tmp_path, "import time; time.sleep(3600)")
+    start = time.monotonic()
+    status = launch(program, 4, tmp_path / "out", 2, lambda record: None)
+    assert status != 0
+    assert time.monotonic() - start < 60
+    assert "Timed out" in failure_summary(tmp_path / "out") or "timed out" in (
+        tmp_path / "out" / "torchrun.log").read_text().lower()
