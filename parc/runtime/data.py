@@ -43,6 +43,9 @@ class Data:
             high = min(d["high"] for n, d in self.inputs.items() if n in int_inputs)
             x = self._sequences(step, seq + 1, high)
             for name in int_inputs:
+                if len(self.inputs[name]["shape"]) == 1:  # one label per sample
+                    out[name] = torch.from_numpy(x[:, -1].copy())
+                    continue
                 shifted = name in ("targets", "labels")
                 out[name] = torch.from_numpy(x[:, 1:] if shifted else x[:, :-1].copy())
         gen = torch.Generator().manual_seed(self.seed * 7919 + step)

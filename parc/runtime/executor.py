@@ -82,29 +82,54 @@ class Executor:
 
     # ---- p2p
     def _buffers(self, key: tuple, specs: list[dict]) -> list[torch.Tensor]:
+        """Receive buffers, one set per message, allocated on first use and reused by every
+        later step (a step's tensors are dead by the next one)."""
         if key not in self.buffers:
             self.buffers[key] = [torch.empty(s["shape"], dtype=DTYPES[s["dtype"]],
                                              device=self.device) for s in specs]
+        for buf in self.buffers[key]:
+            buf.grad = None
         return self.buffers[key]
 
-    def _recv(self, kind: str, src_stage: int, dst_stage: int, mb: int,
-              specs: list[dict]) -> list[torch.Tensor]:
-        peer = self._peer(src_stage)
-        assert peer is not None
-        bufs = self._buffers((kind, src_stage, dst_stage), specs)
-        works = [dist.irecv(buf, src=peer, tag=message_tag(kind, src_stage, dst_stage, mb, i))
-                 for i, buf in enumerate(bufs)]
+    def _needs(self, action: tuple) -> tuple | None:
+        """The message an action receives from another rank: (kind, src, dst, mb, specs)."""
+        op, stage, mb = action
+        if op == "F":
+            prev = self._prev(stage, mb)
+            if prev is not None and self._peer(prev) is not None:
+                return ("act", prev, stage, mb, self.stages[stage]["live_in"])
+        elif op == "B":
+            nxt = self._next(stage, mb)
+            if nxt is not None and self._peer(nxt) is not None:
+                return ("grad", nxt, stage, mb, self.stages[stage]["live_out"])
+        return None
+
+    def _post_recv(self, message: tuple, posted: dict) -> None:
+        kind, src, dst, mb, specs = message
+        if message[:4] in posted:
+            return
+        bufs = self._buffers(message[:4], specs)
+        peer = self._peer(src)
+        ops = [dist.P2POp(dist.irecv, buf, peer, tag=message_tag(kind, src, dst, mb, i))
+               for i, buf in enumerate(bufs)]
+        posted[message[:4]] = (bufs, dist.batch_isend_irecv(ops) if ops else [])
+
+    def _recv(self, message: tuple, posted: dict) -> list[torch.Tensor]:
+        self._post_recv(message, posted)
+        bufs, works = posted.pop(message[:4])
         for work in works:
             work.wait()
-        return [b.clone() for b in bufs]
+        return bufs
 
     def _send(self, kind: str, src_stage: int, dst_stage: int, mb: int,
               tensors: list[torch.Tensor], works: list) -> None:
         peer = self._peer(dst_stage)
         assert peer is not None
-        for i, t in enumerate(tensors):
-            works.append(dist.isend(t.detach().contiguous(), dst=peer,
-                                    tag=message_tag(kind, src_stage, dst_stage, mb, i)))
+        ops = [dist.P2POp(dist.isend, t.detach().contiguous(), peer,
+                          tag=message_tag(kind, src_stage, dst_stage, mb, i))
+               for i, t in enumerate(tensors)]
+        if ops:
+            works.extend(dist.batch_isend_irecv(ops))
 
     # ---- the step
     def run(self, batch: dict[str, torch.Tensor], data_splits: dict) -> StepResult:
@@ -112,18 +137,24 @@ class Executor:
         pending: dict[tuple[int, int], Pending] = {}
         local: dict[tuple, list[torch.Tensor]] = {}  # messages between stages on this rank
         works: list = []
+        posted: dict = {}  # receives posted ahead: their transfer overlaps the current action
         m = self.num_microbatches
-        for op, stage, mb in self.actions:
-            info = self.stages[stage]
+        for index, (op, stage, mb) in enumerate(self.actions):
             module = self.modules[stage]
+            if index + 1 < len(self.actions):
+                ahead = self._needs(self.actions[index + 1])
+                if ahead is not None:
+                    self._post_recv(ahead, posted)
+            message = self._needs((op, stage, mb))
+            info = self.stages[stage]
             if op == "F":
                 prev = self._prev(stage, mb)
                 if prev is None:
                     inputs = []
-                elif self._peer(prev) is None:
+                elif message is None:
                     inputs = [t.detach() for t in local.pop(("act", prev, stage, mb))]
                 else:
-                    inputs = self._recv("act", prev, stage, mb, info["live_in"])
+                    inputs = self._recv(message, posted)
                 inputs = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
                 data = [local_slice(batch[name], mb, m, data_splits[name]).to(self.device)
                         for name in info["data_inputs"]]
@@ -142,11 +173,11 @@ class Executor:
                 if nxt is None:
                     outs = [state.outputs[-1]]
                     grads = [torch.full_like(state.outputs[-1], 1.0 / m)]
-                elif self._peer(nxt) is None:
+                elif message is None:
                     outs, grads = state.outputs, local.pop(("grad", nxt, stage, mb))
                 else:
                     outs = state.outputs
-                    grads = self._recv("grad", nxt, stage, mb, info["live_out"])
+                    grads = self._recv(message, posted)
                 wanted = [t for t in state.inputs if t.requires_grad]
                 if self.split:
                     input_grads = torch.autograd.grad(outs, wanted, grads, retain_graph=True,
