@@ -131,8 +131,12 @@ def torch_stage(first: int, last: int, head: bool):
 def time_torch(family: str) -> list[float]:
     import torch
     import torch.distributed as dist
-    from torch.distributed.pipelining import (PipelineStage, Schedule1F1B, ScheduleGPipe,
-                                              ScheduleInterleaved1F1B)
+    from torch.distributed.pipelining import (
+        PipelineStage,
+        Schedule1F1B,
+        ScheduleGPipe,
+        ScheduleInterleaved1F1B,
+    )
 
     rank = dist.get_rank()
     _, virtual = FAMILIES[family]
