@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
 
 TIMEOUT = timedelta(seconds=float(os.environ.get("PARC_TIMEOUT_S", "60")))
 
@@ -30,6 +31,7 @@ class Mesh:
     groups: dict[str, object]  # axis -> process group (None when the axis has one device)
     rank: int
     device: torch.device
+    device_mesh: object = None  # torch's DeviceMesh over the same axes
 
     def size(self, axis: str) -> int:
         return dict(self.axes).get(axis, 1)
@@ -55,7 +57,7 @@ def coordinates(axes, rank: int) -> dict[str, int]:
 
 
 def build_mesh(axes: tuple[tuple[str, int], ...]) -> Mesh:
-    """Process groups for every axis. Every rank makes every group, in the same order."""
+    """torch's DeviceMesh over the spec's axes, and its process group for each axis."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     total = 1
@@ -65,34 +67,12 @@ def build_mesh(axes: tuple[tuple[str, int], ...]) -> Mesh:
     device = torch.device("cuda", torch.cuda.current_device()) if (
         dist.is_initialized() and dist.get_backend() == "nccl") else torch.device("cpu")
     coords = coordinates(axes, rank)
-    groups: dict[str, object] = {}
-    for index, (name, size) in enumerate(axes):
-        groups[name] = None
-        if size == 1 or world == 1:
-            continue
-        for members in _axis_groups(axes, index):
-            group = dist.new_group(members)
-            if rank in members:
-                groups[name] = group
-    return Mesh(tuple(axes), coords, groups, rank, device)
-
-
-def _axis_groups(axes, index: int) -> list[list[int]]:
-    world = 1
-    for _, size in axes:
-        world *= size
-    seen, out = set(), []
-    for rank in range(world):
-        if rank in seen:
-            continue
-        coords = coordinates(axes, rank)
-        members = []
-        for i in range(axes[index][1]):
-            coords[axes[index][0]] = i
-            r = 0
-            for name, size in axes:
-                r = r * size + coords[name]
-            members.append(r)
-        seen.update(members)
-        out.append(members)
-    return out
+    groups: dict[str, object] = {name: None for name, _ in axes}
+    device_mesh = None
+    if world > 1:
+        device_mesh = init_device_mesh(device.type, tuple(size for _, size in axes),
+                                       mesh_dim_names=tuple(name for name, _ in axes))
+        for name, size in axes:
+            if size > 1:
+                groups[name] = device_mesh.get_group(name)
+    return Mesh(tuple(axes), coords, groups, rank, device, device_mesh)
