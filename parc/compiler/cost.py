@@ -101,8 +101,7 @@ class CostModel:
         ins = [g.concrete(g.values[i].type) for i in op.inputs]
         outs = [g.concrete(g.values[o].type) for o in op.outputs]
         spec = CATALOG[op.kind]
-        attrs = {name: default for name, default in spec.attrs}
-        attrs.update(dict(op.attrs))
+        attrs = spec.full_attrs(op.attrs)
         cost = op_cost(op.kind, ins, outs, attrs)
         n = self.shard_factor(op)
         scale = 0.5 if self.precision == "bf16" else 1.0

@@ -83,8 +83,7 @@ def summarize(graph: Graph) -> list[ScopeSummary]:
             ins = [graph.concrete(graph.values[i].type) for i in op.inputs]
             outs = [graph.concrete(graph.values[o].type) for o in op.outputs]
             spec = CATALOG[op.kind]
-            attrs = {name: default for name, default in spec.attrs}
-            attrs.update(dict(op.attrs))
+            attrs = spec.full_attrs(op.attrs)
             cost = op_cost(op.kind, ins, outs, attrs)
             r.flops_fwd += cost.flops_fwd
             r.flops_bwd += sum(g for g, t in zip(cost.flops_bwd, ins) if t.is_float)

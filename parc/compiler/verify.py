@@ -60,8 +60,7 @@ def _check_types(graph: Graph, op, where: str) -> None:
     if op.kind not in CATALOG:
         raise VerifyError(f"{where}: unknown op kind `{op.kind}`")
     spec = CATALOG[op.kind]
-    attrs = {name: default for name, default in spec.attrs}
-    attrs.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in op.attrs})
+    attrs = spec.full_attrs(op.attrs)
     try:
         expected = spec.infer(ins, attrs)
     except ShapeError as exc:
@@ -89,8 +88,7 @@ def _check_sbp(graph: Graph, op, where: str) -> None:
         types_in = [graph.values[i].type for i in op.inputs]
         types_out = [graph.values[o].type for o in op.outputs]
         spec = CATALOG[op.kind]
-        attrs = {name: default for name, default in spec.attrs}
-        attrs.update(dict(op.attrs))
+        attrs = spec.full_attrs(op.attrs)
         if (ins, outs) not in signatures(op.kind, types_in, types_out, attrs):
             shown = ", ".join(str(s) for s in ins) + " -> " + ", ".join(str(s) for s in outs)
             raise VerifyError(f"{where}: ({shown}) is not a valid signature on `{axis}`")

@@ -34,6 +34,12 @@ class OpSpec:
     def attr_names(self) -> list[str]:
         return [name for name, _ in self.attrs]
 
+    def full_attrs(self, given) -> dict:
+        """Every attribute: the given ones (lists for tuples) over the defaults."""
+        attrs = {name: default for name, default in self.attrs}
+        attrs.update({k: list(v) if isinstance(v, tuple) else v for k, v in dict(given).items()})
+        return attrs
+
 
 def _norm_dim(dim: int, rank: int, operand: int = 0) -> int:
     if not -rank <= dim < rank:

@@ -185,8 +185,7 @@ class Emitter:
                      "all_to_all": f", src={src.dim}, dst={dst.dim}"}.get(op.kind, "")
             return f"{outs} = C.{op.kind}({args[0]}, {group}{extra}){comment}"
         ins = [g.values[i].type for i in op.inputs]
-        attrs = {name: default for name, default in CATALOG[op.kind].attrs}
-        attrs.update(dict(op.attrs))
+        attrs = CATALOG[op.kind].full_attrs(op.attrs)
         if op.kind == "reshape":
             attrs["shape_local"] = self.local_shape(op.outputs[0])
         if op.kind == "embedding":

@@ -57,8 +57,7 @@ class _AxisChooser:
         ins = [g.concrete(g.values[i].type) for i in op.inputs]
         outs = [g.concrete(g.values[o].type) for o in op.outputs]
         spec = CATALOG[op.kind]
-        attrs = {name: default for name, default in spec.attrs}
-        attrs.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in op.attrs})
+        attrs = spec.full_attrs(op.attrs)
         in_earlier = [self.assigned.get(i, []) for i in op.inputs]
         candidates = [
             sig for sig in signatures(op.kind, ins, outs, attrs)

@@ -23,8 +23,7 @@ def shapes(graph: Graph) -> Graph:
             if op.kind not in CATALOG:
                 raise ValueError(f"unknown op `{op.kind}` (@{op.scope})")
             spec = CATALOG[op.kind]
-            attrs = {name: default for name, default in spec.attrs}
-            attrs.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in op.attrs})
+            attrs = spec.full_attrs(op.attrs)
             try:
                 outs = spec.infer(ins, attrs)
             except ShapeError as exc:
