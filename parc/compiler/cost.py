@@ -27,6 +27,7 @@ class OpTime:
     bwd_input: float
     bwd_weight: float
     step: float = 0.0  # once per step: a parameter's gradient synchronisation
+    flops: float = 0.0  # forward and backward FLOPs on one rank, one microbatch
 
 
 class CostModel:
@@ -113,7 +114,8 @@ class CostModel:
         fwd = self.compute_time(cost.flops_fwd / n, cost.bytes_fwd * scale / n)
         bwd_bytes = cost.bytes_bwd * scale / n
         return OpTime(fwd, self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd),
-                      self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd))
+                      self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd),
+                      flops=(cost.flops_fwd + input_flops + weight_flops) / n)
 
     def comm_time(self, op: Op) -> OpTime:
         axis = op.attr("axis")

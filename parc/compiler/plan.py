@@ -92,7 +92,7 @@ def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
             sum(u.bwd_input for u in units), sum(u.bwd_weight for u in units),
             sum(u.step for u in units), sum(u.param_numel for u in units),
             sum(u.act_bytes for u in units),
-            units[-1].out_bytes))
+            units[-1].out_bytes, sum(u.flops for u in units)))
     recompute = "all" in par.recompute
     split = config.family == "zb_h1"
 

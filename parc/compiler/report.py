@@ -23,13 +23,14 @@ def plan_tables(plan: Plan) -> list:
     stages = Table(title=f"{spec.model.name} on {par.hardware.name} ({mesh}), {sched.family}, "
                    f"{sched.num_microbatches} microbatches: predicted step "
                    f"{_ms(plan.predicted_step_s)} ms, bubble {plan.simulation.bubble_ratio:.1%}")
-    for column in ("stage", "rank", "layers", "params", "F ms", "B ms", "W ms", "send MB",
-                   "act MB/mb"):
+    for column in ("stage", "rank", "layers", "params", "GFLOP/mb", "F ms", "B ms", "W ms",
+                   "send MB", "act MB/mb"):
         stages.add_column(column, justify="left" if column == "layers" else "right")
     for st in plan.stages:
         layers = st.units[0] if len(st.units) == 1 else f"{st.units[0]} .. {st.units[-1]}"
         stages.add_row(str(st.index), str(st.rank), f"{layers} ({len(st.units)})",
-                       f"{st.param_numel / 1e6:.2f}M", _ms(st.fwd), _ms(st.bwd_input),
+                       f"{st.param_numel / 1e6:.2f}M", f"{st.flops / 1e9:.2f}", _ms(st.fwd),
+                       _ms(st.bwd_input),
                        _ms(st.bwd_weight), f"{st.send_bytes / 1e6:.2f}",
                        f"{st.act_bytes / 1e6:.2f}")
     memory = Table(title=f"memory per rank (GB of {_gb(par.hardware.memory)})")
@@ -55,7 +56,7 @@ def plan_json(plan: Plan) -> dict:
         "bubble_ratio": plan.simulation.bubble_ratio,
         "fits": plan.fits,
         "stages": [{"stage": s.index, "rank": s.rank, "layers": s.units,
-                    "param_numel": s.param_numel, "fwd_s": s.fwd, "bwd_input_s": s.bwd_input,
+                    "param_numel": s.param_numel, "flops_per_microbatch": s.flops, "fwd_s": s.fwd, "bwd_input_s": s.bwd_input,
                     "bwd_weight_s": s.bwd_weight, "grad_sync_s": s.step,
                     "send_bytes": s.send_bytes, "activation_bytes_per_microbatch": s.act_bytes}
                    for s in plan.stages],

@@ -36,6 +36,7 @@ class Unit:
     bwd_input: float = 0.0
     bwd_weight: float = 0.0
     step: float = 0.0  # parameter gradient sync, once per step
+    flops: float = 0.0  # forward + backward on one rank, one microbatch
     param_numel: float = 0.0  # local elements of the parameters it owns
     act_bytes: float = 0.0  # saved for backward, one microbatch
     out_bytes: float = 0.0  # what it hands to the next unit, one microbatch
@@ -86,6 +87,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
         unit.bwd_input += t.bwd_input
         unit.bwd_weight += t.bwd_weight
         unit.step += t.step
+        unit.flops += t.flops
         for name in op.outputs:
             value = graph.values[name]
             if value.type.is_float and op.kind not in ("grad_all_reduce",):
