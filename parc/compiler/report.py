@@ -56,7 +56,8 @@ def plan_json(plan: Plan) -> dict:
         "bubble_ratio": plan.simulation.bubble_ratio,
         "fits": plan.fits,
         "stages": [{"stage": s.index, "rank": s.rank, "layers": s.units,
-                    "param_numel": s.param_numel, "flops_per_microbatch": s.flops, "fwd_s": s.fwd, "bwd_input_s": s.bwd_input,
+                    "param_numel": s.param_numel, "flops_per_microbatch": s.flops,
+                    "fwd_s": s.fwd, "bwd_input_s": s.bwd_input,
                     "bwd_weight_s": s.bwd_weight, "grad_sync_s": s.step,
                     "send_bytes": s.send_bytes, "activation_bytes_per_microbatch": s.act_bytes}
                    for s in plan.stages],
