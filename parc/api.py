@@ -19,11 +19,12 @@ from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
-__all__ = ["__version__", "check", "chrome_trace", "comparison", "comparison_table",
-           "compile_program", "console", "graph_to_json", "ir", "make_plan", "parse_overrides",
-           "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables", "run", "schedule_json",
-           "show_graph", "summary", "summary_table", "timeline_svg", "timeline_text",
-           "write_atomic"]
+__all__ = ["calibrate", "__version__", "check", "chrome_trace", "comparison", "comparison_table",
+           "compile_program", "console", "explain", "graph_to_json", "ir", "make_plan",
+           "parse_overrides", "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables",
+           "resolve_auto", "run", "schedule_json", "show_graph", "summary", "summary_table",
+           "timeline_svg", "timeline_text", "tune_file", "tune_json", "tune_table",
+           "winner_block", "write_atomic", "write_parallel_block"]
 
 
 def check(path: str | Path, overrides: dict | None = None) -> Spec:
@@ -51,11 +52,25 @@ def ir(path: str | Path, after: str = "boxing", run: str | None = None,
 
 def plan(path: str | Path, overrides: dict | None = None) -> Plan:
     """Check, lower, partition, schedule and simulate a spec."""
-    spec = check(path, overrides)
-    if spec.parallel is None:
-        raise ParcError([Diagnostic("E304", f"{spec.file} has no `parallel` block to plan",
-                                    None)])
-    return make_plan(spec)
+    return plan_of(check(path, overrides))
+
+
+def resolve_auto(spec: Spec) -> Spec:
+    """A spec whose `parallel` block says `auto`, with the plan `parc tune` ranks first."""
+    if spec.parallel is None or not spec.parallel.auto:
+        return spec
+    from dataclasses import replace
+
+    from .compiler.tune import tune
+
+    result = tune(spec, top=1)
+    if not result.ranked:
+        raise ParcError([Diagnostic("E360", f"no parallel plan of {spec.file} fits the memory "
+                                    f"of `{spec.parallel.hardware.name}`", spec.parallel.span)],
+                        spec.sources)
+    best = result.ranked[0]
+    train = replace(spec.train, microbatches=best.candidate.microbatches)
+    return replace(spec, parallel=best.parallel, train=train)
 
 
 def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None) -> Path:
@@ -66,11 +81,23 @@ def compile_program(path: str | Path, out: str | Path, overrides: dict | None = 
     return write_program(plan_of(spec), out, spec.file)
 
 
+def tune_file(path: str | Path, devices: int | None = None, top: int = 5,
+              overrides: dict | None = None):
+    """Rank the parallel plans of a spec (it needs `train` and a `parallel ... on HW`)."""
+    from .compiler.tune import tune
+
+    spec = check(path, overrides)
+    if spec.parallel is None or spec.train is None:
+        raise ParcError([Diagnostic("E304", f"{spec.file} needs `train` and `parallel on "
+                                    "HARDWARE { auto }` (or any parallel block) to tune", None)])
+    return spec, tune(spec, devices, top)
+
+
 def plan_of(spec: Spec) -> Plan:
     if spec.parallel is None or spec.train is None:
         raise ParcError([Diagnostic("E304", f"{spec.file} needs `train` and `parallel` blocks "
-                                    "to compile", None)])
-    return make_plan(spec)
+                                    "to plan", None)])
+    return make_plan(resolve_auto(spec))
 
 
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
@@ -80,7 +107,7 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
 
     from .runtime.launch import failure_summary, launch
 
-    spec = check(path, overrides)
+    spec = resolve_auto(check(path, overrides))
     plan = plan_of(spec)
     out = Path(out or Path("runs") / spec.model.name)
     program = compile_program(path, out / "program", overrides)
@@ -107,6 +134,92 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
         return 1
     print(f"metrics: {out / 'metrics.jsonl'}")
     return 0
+
+
+def tune_json(spec: Spec, result) -> dict:
+    return {"considered": result.considered, "simulated": result.simulated,
+            "rejected": len(result.rejected),
+            "ranked": [{"plan": s.candidate.label(), "dp": s.candidate.dp, "pp": s.candidate.pp,
+                        "tp": s.candidate.tp, "schedule": s.candidate.family,
+                        "virtual": s.candidate.virtual, "microbatches": s.candidate.microbatches,
+                        "recompute": s.candidate.recompute, "zero": s.candidate.zero,
+                        "predicted_step_s": s.step_s,
+                        "bubble_ratio": s.prediction.simulation.bubble_ratio,
+                        "max_memory_bytes": s.memory_max, "comm_bytes_per_step": s.comm_bytes}
+                       for s in result.ranked]}
+
+
+def tune_table(spec: Spec, result, seconds: float):
+    from rich.table import Table
+
+    table = Table(title=f"{spec.model.name} on {spec.parallel.hardware.name}: "
+                  f"{result.considered} plans considered, {result.simulated} simulated, "
+                  f"{len(result.rejected)} over memory, in {seconds:.1f} s")
+    for column in ("#", "plan", "step ms", "bubble", "max GB/rank", "comm GB/step"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    for i, s in enumerate(result.ranked, start=1):
+        table.add_row(str(i), s.candidate.label(), f"{s.step_s * 1e3:.1f}",
+                      f"{s.prediction.simulation.bubble_ratio:.1%}", f"{s.memory_max / 1e9:.2f}",
+                      f"{s.comm_bytes / 1e9:.2f}")
+    return table
+
+
+def explain(winner, runner) -> list[str]:
+    from .compiler.tune import explain as why
+
+    return why(winner, runner)
+
+
+def winner_block(spec: Spec, result) -> str:
+    from .compiler.tune import parallel_text, sbp_rules
+
+    best = result.ranked[0].candidate
+    block = parallel_text(spec.parallel.hardware.name, best,
+                          sbp_rules(spec, best.dp, best.tp, best.zero))
+    if best.microbatches != spec.train.microbatches:
+        block = (f"# parc tune: set `microbatches {best.microbatches}` in `train` for this "
+                 "plan\n") + block
+    return block
+
+
+def write_parallel_block(path: str | Path, block: str) -> None:
+    """Replace the file's `parallel` block (or append one) with `block`, atomically."""
+    from .dsl import ast as dsl_ast
+    from .dsl.parser import parse
+
+    path = Path(path)
+    text = path.read_text()
+    module = parse(text, str(path))
+    lines = text.splitlines(keepends=True)
+    found = [i for i in module.items if isinstance(i, dsl_ast.Parallel)]
+    if found:
+        span = found[0].span
+        lines[span.line - 1:span.end_line] = [block]
+        new = "".join(lines)
+    else:
+        new = text.rstrip("\n") + "\n\n" + block
+    write_atomic(path, new)
+
+
+def calibrate(devices: int = 4, name: str = "calibrated") -> str:
+    """Measure this machine with `devices` processes; a `hardware` block for specs."""
+    import json
+    import subprocess
+    import tempfile
+
+    from .runtime import calibrate as cal
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 f"--nproc_per_node={devices}", cal.__file__, str(out)],
+                                capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not out.exists():
+            raise ParcError([Diagnostic("E370", "calibration failed: " +
+                                        result.stderr.strip()[-2000:], None)])
+        figures = json.loads(out.read_text())
+    return cal.hardware_block(name, figures, cal.machine_memory() / devices)
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -157,7 +270,9 @@ def summary(spec: Spec) -> str:
         count = sum(_numel(p.type) for p in spec.model.params)
         parts.append(f"model {spec.model.name}: {len(spec.model.ops)} ops, "
                      f"{_human(count)} parameters")
-    if spec.parallel is not None:
+    if spec.parallel is not None and spec.parallel.auto:
+        parts.append(f"parallel auto on {spec.parallel.hardware.name} (parc tune chooses)")
+    elif spec.parallel is not None:
         mesh = " x ".join(f"{a}={n}" for a, n in spec.parallel.mesh)
         parts.append(f"mesh {mesh} on {spec.parallel.hardware.name}, "
                      f"schedule {spec.parallel.schedule.name}")

@@ -9,7 +9,7 @@ import sys
 from . import api
 from .dsl.diagnostics import ParcError
 
-COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run")
+COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run", "tune", "calibrate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +63,67 @@ def _parser() -> argparse.ArgumentParser:
                      help="metrics.jsonl and the program go here (default: runs/<model>)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a model parameter")
+    tune = sub.add_parser("tune", help="find the fastest parallel plan that fits memory")
+    tune.add_argument("file", metavar="FILE")
+    tune.add_argument("--devices", type=int, default=None, help="default: the hardware's")
+    tune.add_argument("--top", type=int, default=5, metavar="K")
+    tune.add_argument("--explain", action="store_true",
+                      help="why the winner beats the runner-up")
+    tune.add_argument("--write", action="store_true",
+                      help="replace the file's parallel block with the winner")
+    tune.add_argument("--json", action="store_true")
+    tune.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                      help="override a model parameter")
+    calibrate = sub.add_parser("calibrate", help="measure this machine as a hardware block")
+    calibrate.add_argument("--devices", type=int, default=4, help="processes to measure with")
+    calibrate.add_argument("--name", default="calibrated", help="the hardware block's name")
+    calibrate.add_argument("-o", "--out", default=None, metavar="FILE",
+                           help="write the block to FILE (default: print it)")
     return parser
+
+
+def _cmd_calibrate(args) -> int:
+    block = api.calibrate(args.devices, args.name)
+    if args.out:
+        api.write_atomic(args.out, block)
+        print(f"wrote {args.out}")
+    else:
+        print(block, end="")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    import time
+
+    start = time.perf_counter()
+    spec, result = api.tune_file(args.file, args.devices, args.top, api.parse_overrides(args.set))
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(api.tune_json(spec, result), indent=1))
+        return 0 if result.ranked else 1
+    out = api.console(sys.stdout)
+    out.print(api.tune_table(spec, result, seconds))
+    if not result.ranked:
+        out.print("no plan fits; the closest were over memory by:", style="bold red")
+        for cand, over in result.rejected[:5]:
+            out.print(f"  {cand.label()}: {over / 1e9:.2f} GB", markup=False, highlight=False)
+        return 1
+    if result.rejected:
+        cand, over = result.rejected[0]
+        out.print(f"{len(result.rejected)} plans do not fit memory; the closest, "
+                  f"{cand.label()}, is over by {over / 1e9:.2f} GB", markup=False,
+                  highlight=False)
+    if args.explain and len(result.ranked) > 1:
+        for line in api.explain(result.ranked[0], result.ranked[1]):
+            out.print(line, markup=False, highlight=False)
+    block = api.winner_block(spec, result)
+    if args.write:
+        api.write_parallel_block(args.file, block)
+        out.print(f"wrote the winner into {args.file}", highlight=False)
+    else:
+        out.print("the winner, to paste into the spec:", style="bold")
+        out.print(block, markup=False, highlight=False)
+    return 0
 
 
 def _cmd_compile(args) -> int:
@@ -96,7 +156,7 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_schedule(args) -> int:
-    spec = api.check(args.file, api.parse_overrides(args.set))
+    spec = api.resolve_auto(api.check(args.file, api.parse_overrides(args.set)))
     out = api.console(sys.stdout)
     if args.compare:
         out.print(api.comparison_table(api.comparison(spec)))
@@ -160,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args.torchrun = passthrough
     try:
         commands = {"check": _cmd_check, "ir": _cmd_ir, "plan": _cmd_plan,
-                    "schedule": _cmd_schedule, "compile": _cmd_compile, "run": _cmd_run}
+                    "schedule": _cmd_schedule, "compile": _cmd_compile, "run": _cmd_run,
+                    "tune": _cmd_tune, "calibrate": _cmd_calibrate}
         return commands[args.command](args)
     except ParcError as exc:
         print(exc.render(), file=sys.stderr)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..dsl.spec import HardwareSpec
 from ..ops.catalog import CATALOG
-from ..ops.comm import COMMS, ring_time
+from ..ops.comm import COMMS, backward_bytes, forward_bytes, ring_time
 from ..ops.costs import nbytes, op_cost
 from .ir import Graph, Op
 
@@ -38,7 +38,8 @@ class CostModel:
         self.flops = peak * hardware.efficiency
         self.precision = precision
         self.params = {p.name for p in graph.params}
-        self._param_like = self._parameter_values()
+        self.param_like = self._parameter_values()
+        self._concrete: dict = {}
 
     # ---- links
     def axis_link(self, axis: str) -> tuple[float, float]:
@@ -71,10 +72,16 @@ class CostModel:
                 factor *= self.graph.axis_size(axis)
         return factor
 
+    def concrete(self, name: str):
+        """A value's type with `batch` bound (cached: costs ask for it often)."""
+        if name not in self._concrete:
+            self._concrete[name] = self.graph.concrete(self.graph.values[name].type)
+        return self._concrete[name]
+
     def local_bytes(self, name: str, except_axis: str | None = None) -> float:
         """Bytes of a value on one rank (splits on `except_axis` not applied)."""
         value = self.graph.values[name]
-        size = float(nbytes(self.graph.concrete(value.type)))
+        size = float(nbytes(self.concrete(name)))
         if value.sbp is not None:
             for axis in self.graph.sbp_axes:
                 if axis != except_axis and value.sbp.on(axis).kind == "S":
@@ -98,24 +105,34 @@ class CostModel:
     def op_time(self, op: Op) -> OpTime:
         if op.kind in COMMS:
             return self.comm_time(op)
-        g = self.graph
-        ins = [g.concrete(g.values[i].type) for i in op.inputs]
-        outs = [g.concrete(g.values[o].type) for o in op.outputs]
+        ins = [self.concrete(i) for i in op.inputs]
+        outs = [self.concrete(o) for o in op.outputs]
         spec = CATALOG[op.kind]
         attrs = spec.full_attrs(op.attrs)
         cost = op_cost(op.kind, ins, outs, attrs)
         n = self.shard_factor(op)
         scale = 0.5 if self.precision == "bf16" else 1.0
         weight_flops = sum(f for f, name in zip(cost.flops_bwd, op.inputs)
-                           if name in self._param_like)
+                           if name in self.param_like)
         input_flops = sum(f for f, name, t in zip(cost.flops_bwd, op.inputs, ins)
-                          if name not in self._param_like and t.is_float)
+                          if name not in self.param_like and t.is_float)
         total_bwd = max(1, weight_flops + input_flops)
         fwd = self.compute_time(cost.flops_fwd / n, cost.bytes_fwd * scale / n)
         bwd_bytes = cost.bytes_bwd * scale / n
-        return OpTime(fwd, self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd),
-                      self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd),
+        extra = self.hw.op_overhead  # each kernel (or eager op) costs at least this much
+        bwd_input = self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd)
+        bwd_weight = self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd)
+        return OpTime(fwd + extra, bwd_input + (extra if input_flops or not weight_flops else 0),
+                      bwd_weight + (extra if weight_flops else 0.0),
                       flops=(cost.flops_fwd + input_flops + weight_flops) / n)
+
+    def comm_bytes(self, op: Op) -> float:
+        """Total bytes a communication op moves over its axis, forward and backward."""
+        value = self.graph.values[op.inputs[0]]
+        size = int(nbytes(self.concrete(op.inputs[0])))
+        n = self.graph.axis_size(op.attr("axis"))
+        return forward_bytes(op.kind, size, n) + backward_bytes(op.kind, size, n,
+                                                                value.type.is_float)
 
     def comm_time(self, op: Op) -> OpTime:
         axis = op.attr("axis")
@@ -127,7 +144,7 @@ class CostModel:
         value = self.graph.values[op.inputs[0]]
         bwd = ring_time(backward, size, n, bandwidth, latency) if (
             backward and value.type.is_float) else 0.0
-        if op.inputs[0] in self._param_like and op.kind == "grad_all_reduce":
+        if op.inputs[0] in self.param_like and op.kind == "grad_all_reduce":
             return OpTime(fwd, 0.0, 0.0, step=bwd)  # once per step, after accumulation
         return OpTime(fwd, bwd, 0.0)
 

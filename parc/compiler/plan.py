@@ -9,8 +9,8 @@ from ..dsl.spec import Spec
 from .cost import CostModel, optimizer_state_bytes
 from .ir import Graph
 from .passes import lower
-from .passes.partition import Partition, StageConfig, apply_partition, plan_partition
-from .schedules import Schedule, build
+from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
+from .schedules import FIXED, Schedule, build, validated
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
 from .schedules.validate import validate
@@ -73,6 +73,74 @@ def stage_config(spec: Spec, family: str | None = None, virtual: int | None = No
                        par.hardware.memory, train.optimizer.name, explicit, par.recompute)
 
 
+@dataclass
+class Prediction:
+    """What the simulator predicts for stages cut from a list of units."""
+
+    stages: list[StageInfo]
+    schedule: Schedule
+    simulation: Simulation
+    memory: list[RankMemory]
+    step_s: float
+
+
+def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfig,
+            cost: CostModel, optimizer: str, ratio: float = 0.25, seed: int = 0) -> Prediction:
+    """Build the family's schedule over these stages, validate it and simulate it."""
+    pp = config.pp
+    stages = []
+    for s, (a, b) in enumerate(bounds):
+        group = units[a:b]
+        stages.append(StageInfo(
+            s, s % pp, [u.name for u in group], sum(u.fwd for u in group),
+            sum(u.bwd_input for u in group), sum(u.bwd_weight for u in group),
+            sum(u.step for u in group), sum(u.param_numel for u in group),
+            sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group)))
+    recompute = "all" in config.recompute
+    split = config.family == "zb_h1"
+    times = {}
+    for i, st in enumerate(stages):
+        extra = st.fwd if recompute else 0.0
+        times[("F", i)] = st.fwd
+        # The runtime computes W by a second backward pass restricted to the parameters, so it
+        # re-traverses the graph: count the input-gradient work again.
+        times[("W", i)] = st.bwd_weight + (st.bwd_input if split else 0.0)
+        times[("B", i)] = st.bwd_input + extra + (0.0 if split else st.bwd_weight)
+    sends = [cost.p2p_time(st.send_bytes) for st in stages]
+
+    def duration(action: Action) -> float:
+        return times[(action.op, action.stage)]
+
+    virtual = config.num_stages // pp
+    if config.family in FIXED:
+        schedule = validated(config.family, pp, config.microbatches, virtual)
+    else:
+        schedule = build(config.family, pp, config.microbatches, virtual=virtual, ratio=ratio,
+                         seed=seed, cost=duration)
+        validate(schedule)
+
+    def p2p(action: Action, src: int, dst: int) -> float:
+        if action.op == "F":
+            return sends[action.stage]
+        return sends[schedule.prev_stage(action.stage, action.mb)]
+
+    def saved(stage: int) -> float:
+        if recompute:
+            a = bounds[stage][0]
+            return units[a - 1].out_bytes if a > 0 else units[0].out_bytes
+        return stages[stage].act_bytes
+
+    simulation = simulate(schedule, duration, p2p, saved)
+    memory = []
+    for r in range(pp):
+        numel = sum(st.param_numel for st in stages if st.rank == r)
+        memory.append(RankMemory(numel * 4, numel * 4, numel * optimizer_state_bytes(optimizer),
+                                 simulation.peak_activation_bytes[r]))
+    step_extra = max((sum(st.step for st in stages if st.rank == r) +
+                      memory[r].params * 4 / cost.hw.mem_bw for r in range(pp)), default=0.0)
+    return Prediction(stages, schedule, simulation, memory, simulation.step_time + step_extra)
+
+
 def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
               graph: Graph | None = None) -> Plan:
     """Partition, schedule and simulate a checked spec (optionally with another family)."""
@@ -83,60 +151,15 @@ def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
     config = stage_config(spec, family, virtual)
     part = plan_partition(graph, config, cost)
     graph = apply_partition(graph, part)
-    stages = []
-    pp = config.pp
-    for s, (a, b) in enumerate(part.bounds):
-        units = part.units[a:b]
-        stages.append(StageInfo(
-            s, s % pp, [u.name for u in units], sum(u.fwd for u in units),
-            sum(u.bwd_input for u in units), sum(u.bwd_weight for u in units),
-            sum(u.step for u in units), sum(u.param_numel for u in units),
-            sum(u.act_bytes for u in units),
-            units[-1].out_bytes, sum(u.flops for u in units)))
-    recompute = "all" in par.recompute
-    split = config.family == "zb_h1"
-
-    def duration(action: Action) -> float:
-        st = stages[action.stage]
-        if action.op == "F":
-            return st.fwd
-        if action.op == "W":
-            return st.bwd_weight
-        extra = st.fwd if recompute else 0.0
-        return st.bwd_input + extra + (0.0 if split else st.bwd_weight)
-
     sched = par.schedule
     ratio = sched.ratio if sched.name == "skip" else 0.25  # --compare on a non-skip spec
-    schedule = build(config.family, pp, config.microbatches, virtual=config.num_stages // pp,
-                     ratio=ratio, seed=sched.seed, cost=duration)
-    validate(schedule)
-
-    def p2p(action: Action, src: int, dst: int) -> float:
-        message = schedule.sends(action)
-        size = stages[min(message.src_stage, message.dst_stage)].send_bytes
-        return cost.p2p_time(size)
-
-    def saved(stage: int) -> float:
-        if recompute:
-            a = part.bounds[stage][0]
-            return part.units[a - 1].out_bytes if a > 0 else part.units[0].out_bytes
-        return stages[stage].act_bytes
-
-    simulation = simulate(schedule, duration, p2p, saved)
-    memory = []
-    for r in range(config.pp):
-        numel = sum(st.param_numel for st in stages if st.rank == r)
-        memory.append(RankMemory(numel * 4, numel * 4,
-                                 numel * optimizer_state_bytes(train.optimizer.name),
-                                 simulation.peak_activation_bytes[r]))
-    step_extra = max((sum(st.step for st in stages if st.rank == r) +
-                      memory[r].params * 4 / par.hardware.mem_bw for r in range(config.pp)),
-                     default=0.0)
-    first_reader: dict[str, set[int]] = {}
+    pred = predict(part.units, part.bounds, config, cost, train.optimizer.name, ratio,
+                   sched.seed)
+    readers: dict[str, set[int]] = {}
     for op in graph.ops:
         stage = graph.values[op.outputs[0]].stage
         for name in op.inputs:
-            first_reader.setdefault(name, set()).add(stage)
-    shared = [p.name for p in graph.params if len(first_reader.get(p.name, ())) > 1]
-    return Plan(spec, graph, stages, part, schedule, simulation, memory,
-                simulation.step_time + step_extra, shared)
+            readers.setdefault(name, set()).add(stage)
+    shared = [p.name for p in graph.params if len(readers.get(p.name, ())) > 1]
+    return Plan(spec, graph, pred.stages, part, pred.schedule, pred.simulation, pred.memory,
+                pred.step_s, shared)

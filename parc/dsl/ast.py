@@ -321,7 +321,14 @@ class StagesAuto:
     span: Span | None = _span()
 
 
-ParallelStmt = Union[Mesh, SbpBlock, StagesAuto, Stage, Schedule, Setting]
+@dataclass(frozen=True)
+class ParallelAuto:
+    """`auto`: let `parc tune` choose the mesh, SBP, schedule and microbatches."""
+
+    span: Span | None = _span()
+
+
+ParallelStmt = Union[Mesh, SbpBlock, StagesAuto, Stage, Schedule, ParallelAuto, Setting]
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ SCHEMA = {
     "inter_bw": quantity("bandwidth"),
     "inter_latency": quantity("time"),
     "efficiency": fraction,
+    "op_overhead": quantity("time"),
 }
 REQUIRED = ("devices", "memory", "flops_f32", "mem_bw", "intra_bw", "intra_latency")
 
@@ -89,7 +90,8 @@ def instantiate(name: str, node: ast.HardwareDef, args, kwargs, span, err,
         flops_bf16=values.get("flops_bf16", values["flops_f32"]), mem_bw=values["mem_bw"],
         intra_bw=values["intra_bw"], intra_latency=values["intra_latency"],
         inter_bw=values.get("inter_bw"), inter_latency=values.get("inter_latency"),
-        efficiency=values.get("efficiency", 1.0), span=node.span)
+        efficiency=values.get("efficiency", 1.0), span=node.span,
+        op_overhead=values.get("op_overhead", 0.0))
 
 
 def hardware_of(entity: Entity, spaces: dict[str, Namespace], err) -> HardwareSpec | None:

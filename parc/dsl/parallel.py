@@ -55,6 +55,15 @@ class ParallelChecker:
             for extra in by_kind.get(kind, [])[1:]:
                 self.fail("E302", f"`{word}` is given twice in `parallel`", extra.span)
         meshes = by_kind.get(ast.Mesh, [])
+        autos = by_kind.get(ast.ParallelAuto, [])
+        if autos:
+            others = [s for s in self.node.body
+                      if not isinstance(s, ast.ParallelAuto | ast.Setting)]
+            if others:
+                self.fail("E307", "`auto` chooses the whole plan: leave out mesh, sbp, stages and "
+                          "schedule, or leave out `auto`", others[0].span)
+                return None
+            return self.auto_spec()
         if not meshes:
             self.fail("E303", "`parallel` needs a `mesh`, e.g. `mesh (pp = 2, dp = 2)`",
                       self.node.span)
@@ -83,6 +92,13 @@ class ParallelChecker:
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span)
+
+    def auto_spec(self) -> ParallelSpec:
+        """A placeholder plan (data parallel over every device) for `parc tune` to replace."""
+        mesh = (("dp", self.hw.devices),)
+        sbp = self.sbp([], mesh, True)
+        return ParallelSpec(self.hw, mesh, sbp, "auto", ScheduleSpec("1f1b"), (),
+                            self.node.span, auto=True)
 
     # ---- mesh
     def mesh(self, node: ast.Mesh) -> tuple[tuple[str, int], ...] | None:

@@ -89,6 +89,7 @@ class HardwareSpec:
     inter_latency: float | None
     efficiency: float
     span: Span | None = _span()
+    op_overhead: float = 0.0  # seconds each op costs beyond its arithmetic (launch, dispatch)
 
     @property
     def num_nodes(self) -> int:
@@ -148,6 +149,7 @@ class ParallelSpec:
     schedule: ScheduleSpec
     recompute: tuple[str, ...]  # () none, ("all",) every stage, else def names
     span: Span | None = _span()
+    auto: bool = False  # `auto`: parc tune chooses; the fields hold plain data parallelism
 
     def axis_size(self, axis: str) -> int:
         return dict(self.mesh).get(axis, 1)

@@ -37,6 +37,8 @@ class Unit:
     bwd_weight: float = 0.0
     step: float = 0.0  # parameter gradient sync, once per step
     flops: float = 0.0  # forward + backward on one rank, one microbatch
+    comm_bytes: float = 0.0  # collective traffic per microbatch, forward and backward
+    sync_bytes: float = 0.0  # parameter gradient sync traffic, once per step
     param_numel: float = 0.0  # local elements of the parameters it owns
     act_bytes: float = 0.0  # saved for backward, one microbatch
     out_bytes: float = 0.0  # what it hands to the next unit, one microbatch
@@ -88,6 +90,12 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
         unit.bwd_weight += t.bwd_weight
         unit.step += t.step
         unit.flops += t.flops
+        if op.kind in COMMS:
+            moved = cost.comm_bytes(op)
+            if op.kind == "grad_all_reduce" and op.inputs[0] in cost.param_like:
+                unit.sync_bytes += moved
+            else:
+                unit.comm_bytes += moved
         for name in op.outputs:
             value = graph.values[name]
             if value.type.is_float and op.kind not in ("grad_all_reduce",):

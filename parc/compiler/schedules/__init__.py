@@ -5,6 +5,8 @@ Every family produces the same Schedule: per rank, an ordered list of F/B/W acti
 
 from __future__ import annotations
 
+import functools
+
 from .gpipe import gpipe
 from .interleaved import interleaved
 from .one_f_one_b import one_f_one_b
@@ -13,6 +15,17 @@ from .skip import skip
 from .zero_bubble import zb_h1
 
 FAMILIES = ("gpipe", "1f1b", "interleaved", "zb_h1", "skip")
+FIXED = ("gpipe", "1f1b", "interleaved")  # orders that do not depend on costs
+
+
+@functools.lru_cache(maxsize=256)
+def validated(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1) -> Schedule:
+    """A fixed-order family's schedule, built and validated once per shape."""
+    from .validate import validate
+
+    schedule = build(family, num_ranks, num_microbatches, virtual)
+    validate(schedule)
+    return schedule
 
 
 def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
@@ -32,4 +45,4 @@ def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
     raise ValueError(f"unknown schedule family `{family}`")
 
 
-__all__ = ["FAMILIES", "Action", "Schedule", "build"]
+__all__ = ["FAMILIES", "FIXED", "Action", "Schedule", "build", "validated"]

@@ -26,12 +26,36 @@ class Simulation:
     events: list[Event] = field(default_factory=list)
 
 
+_STRUCTURE: dict[int, tuple] = {}  # id(schedule) -> (schedule, per-rank steps)
+
+
+def _structure(s: Schedule) -> list[list[tuple]]:
+    """Per rank: (action, [(dependency, its rank)], destination rank of its message or None),
+    worked out once per schedule (plans reuse the same schedule many times)."""
+    cached = _STRUCTURE.get(id(s))
+    if cached is not None and cached[0] is s:
+        return cached[1]
+    steps = []
+    for rank in s.ranks:
+        row = []
+        for action in rank:
+            deps = [(d, s.stage_rank[d.stage]) for d in s.dependencies(action)]
+            message = s.sends(action)
+            row.append((action, deps, s.stage_rank[message.dst_stage] if message else None))
+        steps.append(row)
+    if len(_STRUCTURE) > 64:
+        _STRUCTURE.clear()
+    _STRUCTURE[id(s)] = (s, steps)
+    return steps
+
+
 def simulate(schedule: Schedule, cost: Callable[[Action], float],
              p2p: Callable[[Action, int, int], float] | None = None,
              activation_bytes: Callable[[int], float] | None = None) -> Simulation:
     """Replay `schedule`. `cost(action)` is its duration; `p2p(action, src, dst)` the time its
     message takes between ranks; `activation_bytes(stage)` what one microbatch holds there."""
     s = schedule
+    steps = _structure(s)
     finish: dict[Action, float] = {}
     arrive: dict[tuple[Action, int], float] = {}  # (producer, consumer rank) -> arrival
     free = [0.0] * s.num_ranks
@@ -43,38 +67,42 @@ def simulate(schedule: Schedule, cost: Callable[[Action], float],
     peak = [0.0] * s.num_ranks
     inflight = [0] * s.num_ranks
     peak_inflight = [0] * s.num_ranks
+    held = {}
     count = 0
     while count < total:
         progressed = False
-        for r, rank in enumerate(s.ranks):
-            while pointer[r] < len(rank):
-                action = rank[pointer[r]]
-                deps = s.dependencies(action)
-                if any(d not in finish for d in deps):
-                    break
+        for r, row in enumerate(steps):
+            while pointer[r] < len(row):
+                action, deps, dst = row[pointer[r]]
                 start = free[r]
-                for d in deps:
-                    src = s.stage_rank[d.stage]
-                    ready = finish[d] if src == r else arrive[(d, r)]
-                    start = max(start, ready)
+                ready = True
+                for d, src in deps:
+                    if d not in finish:
+                        ready = False
+                        break
+                    t = finish[d] if src == r else arrive[(d, r)]
+                    if t > start:
+                        start = t
+                if not ready:
+                    break
                 end = start + cost(action)
                 finish[action] = end
                 free[r] = end
                 events.append(Event(r, action, start, end))
-                if p2p is not None or True:
-                    message = s.sends(action)
-                    if message is not None:
-                        dst = s.stage_rank[message.dst_stage]
-                        delay = p2p(action, r, dst) if p2p is not None else 0.0
-                        arrive[(action, dst)] = end + delay
-                if action.op == "F" and not s.forward_only:
-                    live[r] += activation_bytes(action.stage) if activation_bytes else 1.0
-                    inflight[r] += 1
-                    peak[r] = max(peak[r], live[r])
-                    peak_inflight[r] = max(peak_inflight[r], inflight[r])
-                if action.op == last_part and not s.forward_only:
-                    live[r] -= activation_bytes(action.stage) if activation_bytes else 1.0
-                    inflight[r] -= 1
+                if dst is not None:
+                    arrive[(action, dst)] = end + (p2p(action, r, dst) if p2p else 0.0)
+                if not s.forward_only:
+                    if action.op == "F":
+                        size = held.setdefault(action.stage, activation_bytes(action.stage)
+                                               if activation_bytes else 1.0)
+                        live[r] += size
+                        inflight[r] += 1
+                        peak[r] = max(peak[r], live[r])
+                        peak_inflight[r] = max(peak_inflight[r], inflight[r])
+                    if action.op == last_part:
+                        live[r] -= held.setdefault(action.stage, activation_bytes(action.stage)
+                                                   if activation_bytes else 1.0)
+                        inflight[r] -= 1
                 pointer[r] += 1
                 count += 1
                 progressed = True
