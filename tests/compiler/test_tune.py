@@ -1,0 +1,98 @@
+"""`parc tune`: candidates, pruning, the winner as a block, `parallel { auto }`."""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from parc.api import resolve_auto
+from parc.cli import main
+from parc.compiler.tune import Candidate, _candidates, parallel_text, sbp_rules, tune
+from parc.dsl.check import check_file, check_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_candidates_keep_tp_inside_a_node_and_heads_divisible():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    cands = _candidates(spec, spec.parallel.hardware, 8)
+    assert {c.tp for c in cands} == {1, 2, 4}  # 12 heads: tp = 8 would split a head
+    assert all(c.dp * c.pp * c.tp == 8 for c in cands)
+    assert all(c.microbatches % c.pp == 0 for c in cands if c.family == "interleaved")
+
+
+def test_gpt2_small_tunes_fast_and_ranks_by_predicted_time():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    start = time.perf_counter()
+    result = tune(spec, top=5)
+    assert time.perf_counter() - start < 10
+    steps = [s.step_s for s in result.ranked]
+    assert steps == sorted(steps) and len(steps) == 5
+    assert result.simulated < result.considered  # the bound pruned most plans
+    assert all(s.memory_max <= spec.parallel.hardware.memory for s in result.ranked)
+    assert result.rejected and all(over > 0 for _, over in result.rejected)
+
+
+def test_llama_7b_on_64_devices_finishes_in_time():
+    text = (ROOT / "examples/llama_tiny.par").read_text()
+    text = text.replace("vocab = 64, d = 32, heads = 4, kv_heads = 2, hidden = 64, layers = 4, "
+                        "seq = 16", "vocab = 32000, d = 4096, heads = 32, kv_heads = 32, "
+                        "hidden = 11008, layers = 32, seq = 2048")
+    text = text.replace("hardware cpu4 = std.hw.cpu(devices = 4)",
+                        "hardware cpu4 = std.hw.a100_node(nodes = 8)")
+    text = text.replace("batch 16; microbatches 4", "batch 512; microbatches 32")
+    text = re.sub(r"parallel on cpu4 \{.*?\n\}", "parallel on cpu4 {\n  auto\n}", text,
+                  flags=re.S)
+    spec = check_text(text, "llama7b.par")
+    start = time.perf_counter()
+    result = tune(spec, top=3)
+    assert time.perf_counter() - start < 10
+    assert result.considered > 1000 and result.ranked
+
+
+def test_winner_block_checks_and_reproduces_its_prediction():
+    spec = check_file(ROOT / "examples/gpt_tp.par")
+    c = Candidate(dp=2, pp=1, tp=2, family="1f1b", virtual=1, microbatches=2, recompute=False,
+                  zero=False)
+    block = parallel_text("cpu4", c, sbp_rules(spec, 2, 2, False))
+    assert "*.q.w, *.k.w, *.v.w, *.fc1.w: S(1)@tp" in block
+    text = re.sub(r"parallel on cpu4 \{.*?\n\}\n", block, (ROOT / "examples/gpt_tp.par")
+                  .read_text(), flags=re.S)
+    checked = check_text(text, "w.par")
+    assert checked.parallel.mesh == (("dp", 2), ("tp", 2))
+
+
+def test_parallel_auto_and_write(tmp_path, capsys):
+    spec_file = tmp_path / "tiny.par"
+    text = (ROOT / "examples/gpt_tiny.par").read_text()
+    spec_file.write_text(re.sub(r"parallel on cpu4 \{.*?\n\}", "parallel on cpu4 {\n  auto\n}",
+                                text, flags=re.S))
+    spec = check_file(spec_file)
+    assert spec.parallel.auto
+    chosen = resolve_auto(spec)
+    assert not chosen.parallel.auto and chosen.parallel.mesh
+    assert main(["tune", str(spec_file), "--top", "3", "--explain", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "plans considered" in out and "the winner is" in out
+    assert "\n  auto\n" not in spec_file.read_text()
+    assert main(["check", "-q", str(spec_file)]) == 0
+
+
+def test_auto_with_a_mesh_is_an_error():
+    text = (ROOT / "examples/gpt_tiny.par").read_text().replace("  mesh (pp = 2, dp = 2)",
+                                                               "  auto\n  mesh (pp = 2, dp = 2)")
+    with pytest.raises(Exception, match="`auto` chooses the whole plan"):
+        check_text(text, "a.par")
+
+
+def test_calibrated_block_is_valid_par():
+    from parc.runtime.calibrate import hardware_block
+
+    block = hardware_block("calibrated", {"devices": 4, "flops_f32": 3.2e10,
+                                          "flops_bf16": 1e11, "mem_bw": 2.8e10,
+                                          "intra_bw": 1e9, "intra_latency": 1.2e-4,
+                                          "op_overhead": 7e-6}, 6e9)
+    hw = check_text(block, "hw.par").hardware["calibrated"]
+    assert hw.devices == 4 and hw.op_overhead == pytest.approx(7e-6)
+    assert hw.intra_latency == pytest.approx(1.2e-4)
