@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.utils.checkpoint import checkpoint
 
 from .data import local_slice
 
@@ -61,6 +62,8 @@ class Executor:
                 for s in reversed(path):
                     self.actions += [("B", s, mb)] + ([("W", s, mb)] if self.split else [])
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
+        # `recompute all`: keep only each stage's inputs and run its forward again in backward
+        self.recompute = "all" in program.get("recompute", [])
 
     # ---- neighbours
     def _next(self, stage: int, mb: int) -> int | None:
@@ -158,7 +161,10 @@ class Executor:
                 inputs = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
                 data = [local_slice(batch[name], mb, m, data_splits[name]).to(self.device)
                         for name in info["data_inputs"]]
-                outputs = list(module(*inputs, *data))
+                if self.recompute and torch.is_grad_enabled():
+                    outputs = list(checkpoint(module, *inputs, *data, use_reentrant=False))
+                else:
+                    outputs = list(module(*inputs, *data))
                 pending[(stage, mb)] = Pending(inputs, outputs)
                 nxt = self._next(stage, mb)
                 if nxt is None:

@@ -60,6 +60,7 @@ def program_json(plan: Plan, stages: list[StageCode]) -> dict:
                                for p in s.params]}
                    for s in stages],
         "shared_params": plan.shared_params,
+        "recompute": list(spec.parallel.recompute),
         "schedule": {"family": sched.family, "stage_rank": list(sched.stage_rank),
                      "paths": [list(p) for p in sched.paths],
                      "split_backward": sched.split_backward,
