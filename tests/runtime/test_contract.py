@@ -22,6 +22,7 @@ PLANS = {
     "tp2_pp2": dict(mesh="pp = 2, tp = 2", sbp="TP"),
     "dp2_tp2": dict(mesh="dp = 2, tp = 2", sbp="TP"),
     "dp4": dict(mesh="dp = 4", sbp="    tokens, targets: S(0)@dp"),
+    "recompute_zb_pp4": dict(mesh="pp = 4", schedule="zb_h1", extra="  recompute all\n"),
 }
 MODELS = {"gpt": ("gpt_tiny.par", GPT_TP), "llama": ("llama_tiny.par", LLAMA_TP)}
 
