@@ -70,6 +70,8 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
     train = check_train(train_node, err) if train_node is not None else None
     if train is not None and model is not None:
         _check_loss(model, train_node, err)
+        if train.data.kind == "tokens":
+            train = _check_token_file(train, train_node, model, program, err)
     if train_node is not None and model_node is None:
         err("E306", "`train` needs a `model` in the same file", train_node.span)
 
@@ -105,6 +107,39 @@ def _check_loss(model, train_node, err) -> None:
     if type_.shape != () or not type_.is_float:
         err("E172", f"the training loss must be a float scalar, got {type_}",
             model.output_spans.get("loss", model.span))
+
+
+def _check_token_file(train, node, model, program, err):
+    """The token file exists, is long enough for one sequence and fits the vocabulary."""
+    import numpy as np
+
+    from .train import TOKEN_DTYPES
+
+    span = next((s.span for s in node.settings if s.key == "data"), node.span)
+    base = Path(program.main.file).parent if not program.main.file.startswith("<") else Path()
+    path = (base / train.data.path).resolve()
+    if not path.is_file():
+        err("E380", f"the data file `{train.data.path}` does not exist (looked in {base or '.'})",
+            span, help="make one with examples/prepare_text.py")
+        return train
+    dtype = {"u16": np.uint16, "i32": np.int32, "i64": np.int64}[train.data.dtype]
+    assert train.data.dtype in TOKEN_DTYPES
+    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0)
+    inputs = [i for i in model.inputs if i.type.is_int]
+    seq = inputs[0].type.shape[1].as_int() if inputs and inputs[0].type.rank > 1 else 1
+    if len(tokens) < (seq or 1) + 2:
+        err("E381", f"`{train.data.path}` holds {len(tokens)} tokens, fewer than one sequence of "
+            f"{seq} and its next token", span)
+        return train
+    rows = [model.values[op.inputs[1]].shape[0].as_int() for op in model.ops
+            if op.kind == "embedding" and op.inputs[0] in {i.value for i in inputs}]
+    if rows and int(tokens.max()) >= rows[0]:
+        err("E382", f"`{train.data.path}` holds token {int(tokens.max())}, but the embedding "
+            f"has {rows[0]} rows", span, help="raise the model's vocabulary size")
+        return train
+    from dataclasses import replace
+
+    return replace(train, data=replace(train.data, path=str(path)))
 
 
 def _check_parallel(node, model, train, hardware, spaces, main_key, program, err):
