@@ -101,13 +101,17 @@ def plan_of(spec: Spec) -> Plan:
 
 
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
-        overrides: dict | None = None, torchrun_args: list[str] | None = None) -> int:
+        overrides: dict | None = None, torchrun_args: list[str] | None = None,
+        resume: bool = False) -> int:
     """Compile, launch with torchrun, show progress; returns the exit status."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .runtime.launch import failure_summary, launch
 
     spec = resolve_auto(check(path, overrides))
+    if resume and spec.train.checkpoint_dir is None:
+        raise ParcError([Diagnostic("E390", f"--resume: {spec.file} has no `checkpoint every N "
+                                    "to \"DIR\"` in `train`", spec.train.span)], spec.sources)
     plan = plan_of(spec)
     out = Path(out or Path("runs") / spec.model.name)
     program = compile_program(path, out / "program", overrides)
@@ -126,7 +130,7 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
         def show(record: dict) -> None:
             progress.update(task, completed=record["step"] + 1,
                             info=f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s")
-        status = launch(program, nproc, out, steps, show, torchrun_args)
+        status = launch(program, nproc, out, steps, show, torchrun_args, resume=resume)
     if status != 0:
         print(failure_summary(out), file=sys.stderr)
         print(f"parc run: the job failed (exit {status}); full log in {out / 'torchrun.log'}",

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="metrics.jsonl and the program go here (default: runs/<model>)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a model parameter")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the newest checkpoint (any plan may have written it)")
     tune = sub.add_parser("tune", help="find the fastest parallel plan that fits memory")
     tune.add_argument("file", metavar="FILE")
     tune.add_argument("--devices", type=int, default=None, help="default: the hardware's")
@@ -135,7 +137,7 @@ def _cmd_compile(args) -> int:
 
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
-                   args.torchrun)
+                   args.torchrun, args.resume)
 
 
 def _cmd_plan(args) -> int:

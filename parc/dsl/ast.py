@@ -248,8 +248,17 @@ class Use:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """`checkpoint every N to "DIR"`."""
+
+    every: Expr
+    directory: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
 class Train:
-    settings: tuple[Setting, ...]
+    settings: tuple[Setting | Checkpoint, ...]
     span: Span | None = _span()
 
 

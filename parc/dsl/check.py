@@ -72,6 +72,12 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
         _check_loss(model, train_node, err)
         if train.data.kind == "tokens":
             train = _check_token_file(train, train_node, model, program, err)
+        if train.checkpoint_dir is not None:
+            base = Path(program.main.file).parent if not program.main.file.startswith("<") \
+                else Path()
+            from dataclasses import replace
+
+            train = replace(train, checkpoint_dir=str((base / train.checkpoint_dir).resolve()))
     if train_node is not None and model_node is None:
         err("E306", "`train` needs a `model` in the same file", train_node.span)
 

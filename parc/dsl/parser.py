@@ -139,6 +139,10 @@ class _Builder(Transformer):
     def train(self, meta, settings):
         return ast.Train(tuple(settings), self._span(meta))
 
+    def checkpoint(self, meta, children):
+        every, directory = children
+        return ast.Checkpoint(every, _unquote(directory), self._span(meta))
+
     def setting(self, meta, children):
         key, *values = children
         return ast.Setting(str(key), tuple(values), self._span(meta))

@@ -125,6 +125,8 @@ class TrainSpec:
     data: DataSpec = DataSpec("synthetic")
     precision: str = "f32"
     grad_clip: float | None = None
+    checkpoint_every: int | None = None
+    checkpoint_dir: str | None = None  # as written; resolved next to the spec by the checker
     span: Span | None = _span()
 
     @property

@@ -107,8 +107,22 @@ SCHEMA = {
 
 
 def check_train(node: ast.Train, err) -> TrainSpec | None:
-    values = read_settings(node.settings, SCHEMA, SettingEvaluator(err), err, "`train`")
+    settings = [s for s in node.settings if isinstance(s, ast.Setting)]
+    checkpoints = [s for s in node.settings if isinstance(s, ast.Checkpoint)]
+    values = read_settings(settings, SCHEMA, SettingEvaluator(err), err, "`train`")
     spans = values.pop("__spans__")
+    for extra in checkpoints[1:]:
+        err("E144", "`checkpoint` is set twice in `train`", extra.span)
+    if checkpoints:
+        every = SettingEvaluator(err).value(checkpoints[0].every)
+        if not is_int(every) or every <= 0:
+            err("E146", "`checkpoint every N`: N must be a positive integer", checkpoints[0].span)
+            return None
+        if not checkpoints[0].directory:
+            err("E146", "`checkpoint ... to` needs a directory", checkpoints[0].span)
+            return None
+        values["checkpoint_every"] = every
+        values["checkpoint_dir"] = checkpoints[0].directory
     if any(key not in values for key in spans):
         return None
     if "batch" not in values:

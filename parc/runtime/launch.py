@@ -21,17 +21,19 @@ def torchrun_command(program_dir: Path, nproc: int, args: list[str],
 
 def launch(program_dir: Path, nproc: int, out: Path, steps: int,
            on_record: Callable[[dict], None], torchrun_args: list[str] | None = None,
-           extra: list[str] | None = None) -> int:
+           extra: list[str] | None = None, resume: bool = False) -> int:
     """Run the program; call `on_record` for each metrics line as it appears. Returns the
     exit status (non-zero when any rank failed: torchrun then stops the others)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)
-    command = torchrun_command(program_dir, nproc, ["--steps", str(steps), "--out", str(out),
-                                                    *(extra or [])], torchrun_args or [])
+    if not resume:
+        metrics.unlink(missing_ok=True)
+    args = ["--steps", str(steps), "--out", str(out), *(["--resume"] if resume else []),
+            *(extra or [])]
+    command = torchrun_command(program_dir, nproc, args, torchrun_args or [])
     log = open(out / "torchrun.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    seen = 0
+    seen = len(metrics.read_text().splitlines()) if resume and metrics.exists() else 0
     try:
         while True:
             status = process.poll()

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from . import checkpoint
 from .data import Data
 from .executor import Executor
 from .mesh import Mesh, build_mesh, init_distributed
@@ -69,6 +70,16 @@ class Program:
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for m in self.modules.values() for p in m.parameters()]
+
+    def copies(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Parameter name -> every local tensor holding it (one per stage that keeps it)."""
+        out: dict[str, list] = {}
+        for stage in self.spec["stages"]:
+            module = self.modules.get(stage["index"])
+            if module is not None:
+                for p in stage["params"]:
+                    out.setdefault(p["name"], []).append(getattr(module, p["attr"]))
+        return out
 
     def named_shards(self) -> dict[str, tuple[torch.nn.Parameter, list]]:
         """Parameter name -> (this rank's tensor, its (dim, ways, index) splits). A parameter
@@ -212,15 +223,23 @@ def _param_splits(program: Program, name: str) -> list:
 
 
 def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
-              on_step=None) -> list[float]:
+              on_step=None, resume: bool = False) -> list[float]:
     spec = program.spec
     train = spec["train"]
     data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
                 train["data"].get("path"), train["data"].get("dtype", "u16"))
     executor = Executor(spec, program.modules, program.mesh, program.device)
     optimizer = _optimizer(program)
+    ckpt = train.get("checkpoint")
+    first = 0
+    if resume:
+        found = checkpoint.latest(ckpt["dir"]) if ckpt else None
+        if found is None:
+            raise FileNotFoundError("--resume: no complete checkpoint in "
+                                    f"{ckpt['dir'] if ckpt else '(the spec sets none)'}")
+        first = checkpoint.load(found, program.named_shards(), program.copies(), optimizer)
     losses = []
-    for step in range(steps):
+    for step in range(first, steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         result = executor.run(data.global_batch(step), program.data_splits)
@@ -233,6 +252,8 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         optimizer.step()
         if dump is not None and step == steps - 1:
             _dump(program, dump, loss, "params")
+        if ckpt and (step + 1) % ckpt["every"] == 0:
+            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer)
         seconds = time.perf_counter() - start
         losses.append(loss)
         tokens = train["batch"] * train["tokens_per_sample"]
@@ -257,7 +278,7 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
 
 
 def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,
-          dump: str | None = None) -> list[float]:
+          dump: str | None = None, resume: bool = False) -> list[float]:
     """Entry point under torchrun."""
     init_distributed()
     spec = load_program(program_dir)
@@ -267,9 +288,10 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
     metrics = None
     if out is not None and mesh.rank == 0:
         os.makedirs(out, exist_ok=True)
-        metrics = open(Path(out) / "metrics.jsonl", "w")  # noqa: SIM115 - closed below
+        mode = "a" if resume else "w"  # a resumed run continues the same metrics
+        metrics = open(Path(out) / "metrics.jsonl", mode)  # noqa: SIM115 - closed below
     try:
-        losses = run_steps(program, steps, metrics, dump)
+        losses = run_steps(program, steps, metrics, dump, resume=resume)
     except BaseException:
         # Leave at once: waiting for the others (a barrier, pending sends) would hang this
         # rank until the timeout; torchrun sees the exit and stops the whole job.

@@ -1,0 +1,156 @@
+"""Sharded checkpoints with torch.distributed.checkpoint, loadable under another plan.
+
+Each rank saves the shards it holds (parameters and AdamW moments) under keys that name the
+parameter and the cut: `param/block[0].attn.q.w/d1w2i0` is dim 1 cut 2 ways, piece 0. A
+metadata file lists every shard of every parameter. Loading under any plan reads the shards a
+parameter was cut into, joins them and cuts this rank's piece, so a checkpoint written with
+pp=4 resumes with dp=2 x tp=2.
+
+A save goes to `step_K.tmp` and is renamed to `step_K` once every rank has written, then
+`latest` is replaced; a job killed mid-save leaves the previous checkpoint as `latest`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+
+from .shards import _join
+
+KINDS = ("param", "exp_avg", "exp_avg_sq")
+
+
+def _cut(splits: list) -> str:
+    return "_".join(f"d{dim}w{ways}i{index}" for dim, ways, index in splits) or "full"
+
+
+def _parse_cut(text: str) -> tuple:
+    if text == "full":
+        return ()
+    out = []
+    for part in text.split("_"):
+        dim, rest = part[1:].split("w")
+        ways, index = rest.split("i")
+        out.append((int(dim), int(ways), int(index)))
+    return tuple(out)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.Optimizer) -> None:
+    """Write checkpoint `step` (the number of steps done) from every rank."""
+    directory = Path(directory)
+    final = directory / f"step_{step}"
+    tmp = directory / f"step_{step}.tmp"
+    rank = dist.get_rank() if _distributed() else 0
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+    if _distributed():
+        dist.barrier()
+    state: dict[str, torch.Tensor] = {}
+    listing: dict[str, dict] = {}
+    adam_step = 0
+    for name, (param, splits) in shards.items():
+        cut = _cut(splits)
+        state[f"param/{name}/{cut}"] = param.detach()
+        moments = optimizer.state.get(param, {})
+        for kind in ("exp_avg", "exp_avg_sq"):
+            if kind in moments:
+                state[f"{kind}/{name}/{cut}"] = moments[kind]
+        if "step" in moments:
+            adam_step = int(moments["step"])
+        listing[name] = {"cuts": [cut], "shape": _full_shape(param.shape, splits)}
+    dcp.save(state, checkpoint_id=str(tmp))
+    gathered = [None] * (dist.get_world_size() if _distributed() else 1)
+    if _distributed():
+        dist.all_gather_object(gathered, (listing, adam_step))
+    else:
+        gathered = [(listing, adam_step)]
+    if rank == 0:
+        merged: dict[str, dict] = {}
+        for part, _ in gathered:
+            for name, info in part.items():
+                entry = merged.setdefault(name, {"cuts": [], "shape": info["shape"]})
+                for cut in info["cuts"]:
+                    if cut not in entry["cuts"]:
+                        entry["cuts"].append(cut)
+        kinds = sorted({key.split("/", 1)[0] for key in state}, key=KINDS.index)
+        meta = {"step": step, "adam_step": max(s for _, s in gathered), "params": merged,
+                "kinds": kinds}
+        (tmp / "parc_meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        latest = directory / "latest.tmp"
+        latest.write_text(final.name)
+        os.replace(latest, directory / "latest")
+    if _distributed():
+        dist.barrier()
+
+
+def _full_shape(local: torch.Size, splits: list) -> list[int]:
+    shape = list(local)
+    for dim, ways, _ in splits:
+        shape[dim] *= ways
+    return shape
+
+
+def latest(directory: str | Path) -> Path | None:
+    """The newest complete checkpoint (a `.tmp` one is an interrupted save, never chosen)."""
+    directory = Path(directory)
+    pointer = directory / "latest"
+    if not pointer.exists():
+        return None
+    path = directory / pointer.read_text().strip()
+    return path if (path / "parc_meta.json").exists() else None
+
+
+def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Optimizer) -> int:
+    """Fill this rank's parameters and AdamW moments from checkpoint `path`; return its step.
+
+    `copies` maps a parameter name to every local tensor holding it (a tied parameter kept on
+    two stages has two)."""
+    path = Path(path)
+    meta = json.loads((path / "parc_meta.json").read_text())
+    kinds = meta.get("kinds", list(KINDS))
+    request: dict[str, torch.Tensor] = {}
+    for name in shards:
+        info = meta["params"].get(name)
+        if info is None:
+            raise KeyError(f"the checkpoint at {path} has no parameter `{name}`")
+        for cut in info["cuts"]:
+            shape = list(info["shape"])
+            for dim, ways, _ in _parse_cut(cut):
+                shape[dim] //= ways
+            for kind in kinds:
+                request[f"{kind}/{name}/{cut}"] = torch.empty(shape)
+    dcp.load(request, checkpoint_id=str(path))
+    with torch.no_grad():
+        for name, (param, splits) in shards.items():
+            cuts = meta["params"][name]["cuts"]
+            full = {kind: _join({_parse_cut(c): request[f"{kind}/{name}/{c}"] for c in cuts})
+                    for kind in kinds}
+            for target in copies.get(name, [param]):
+                mine = {kind: _slice(full[kind], splits) for kind in kinds}
+                target.copy_(mine["param"])
+                if meta["adam_step"] > 0 and "exp_avg" in mine:
+                    optimizer.state[target] = {
+                        "step": torch.tensor(float(meta["adam_step"])),
+                        "exp_avg": mine["exp_avg"].clone(),
+                        "exp_avg_sq": mine["exp_avg_sq"].clone()}
+    return int(meta["step"])
+
+
+def _slice(full: torch.Tensor, splits: list) -> torch.Tensor:
+    out = full
+    for dim, ways, index in splits:
+        out = out.chunk(ways, dim=dim)[index]
+    return out.contiguous()
