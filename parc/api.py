@@ -19,12 +19,12 @@ from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
-__all__ = ["calibrate", "__version__", "check", "chrome_trace", "comparison", "comparison_table",
+__all__ = ["__version__", "calibrate", "check", "chrome_trace", "comparison", "comparison_table",
            "compile_program", "console", "explain", "graph_to_json", "ir", "make_plan",
            "parse_overrides", "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables",
-           "resolve_auto", "run", "schedule_json", "show_graph", "summary", "summary_table",
-           "timeline_svg", "timeline_text", "tune_file", "tune_json", "tune_table",
-           "winner_block", "write_atomic", "write_parallel_block"]
+           "report_run", "resolve_auto", "run", "schedule_json", "show_graph", "summary",
+           "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
+           "tune_table", "winner_block", "write_atomic", "write_parallel_block"]
 
 
 def check(path: str | Path, overrides: dict | None = None) -> Spec:
@@ -102,7 +102,7 @@ def plan_of(spec: Spec) -> Plan:
 
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
         overrides: dict | None = None, torchrun_args: list[str] | None = None,
-        resume: bool = False) -> int:
+        resume: bool = False, trace: str | Path | None = None) -> int:
     """Compile, launch with torchrun, show progress; returns the exit status."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -130,7 +130,14 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
         def show(record: dict) -> None:
             progress.update(task, completed=record["step"] + 1,
                             info=f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s")
-        status = launch(program, nproc, out, steps, show, torchrun_args, resume=resume)
+        extra = []
+        if trace is not None:
+            trace = Path(trace).resolve()
+            write_atomic(trace / "predicted_trace.json", __import__("json").dumps(
+                chrome_trace(plan.simulation, plan.schedule.num_ranks, spec.model.name)))
+            extra = ["--trace", str(trace)]
+        status = launch(program, nproc, out, steps, show, torchrun_args, extra=extra,
+                        resume=resume)
     if status != 0:
         print(failure_summary(out), file=sys.stderr)
         print(f"parc run: the job failed (exit {status}); full log in {out / 'torchrun.log'}",
@@ -224,6 +231,18 @@ def calibrate(devices: int = 4, name: str = "calibrated") -> str:
                                         result.stderr.strip()[-2000:], None)])
         figures = json.loads(out.read_text())
     return cal.hardware_block(name, figures, cal.machine_memory() / devices)
+
+
+def report_run(directory: str | Path):
+    """(rows, svg, figures) comparing a traced run with its prediction."""
+    from .compiler.report_run import report
+
+    directory = Path(directory)
+    for name in ("measured_trace.json", "predicted_trace.json"):
+        if not (directory / name).exists():
+            raise ParcError([Diagnostic("E391", f"{directory} has no {name}: trace a run with "
+                                        f"`parc run SPEC --trace {directory}`", None)])
+    return report(directory)
 
 
 def write_atomic(path: str | Path, text: str) -> None:

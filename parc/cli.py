@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import api
 from .dsl.diagnostics import ParcError
 
-COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run", "tune", "calibrate")
+COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run", "tune", "calibrate",
+            "report")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="metrics.jsonl and the program go here (default: runs/<model>)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a model parameter")
+    run.add_argument("--trace", default=None, metavar="DIR",
+                     help="record every action of the last step on every rank into DIR")
     run.add_argument("--resume", action="store_true",
                      help="continue from the newest checkpoint (any plan may have written it)")
     tune = sub.add_parser("tune", help="find the fastest parallel plan that fits memory")
@@ -81,7 +85,25 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--name", default="calibrated", help="the hardware block's name")
     calibrate.add_argument("-o", "--out", default=None, metavar="FILE",
                            help="write the block to FILE (default: print it)")
+    report = sub.add_parser("report", help="a traced run against its prediction")
+    report.add_argument("dir", metavar="DIR", help="the directory given to `parc run --trace`")
     return parser
+
+
+def _cmd_report(args) -> int:
+    from rich.table import Table
+
+    rows, svg, figures = api.report_run(args.dir)
+    table = Table(title=f"predicted vs measured ({args.dir})")
+    for column in ("", "predicted", "measured"):
+        table.add_column(column, justify="left" if not column else "right")
+    for row in rows:
+        table.add_row(*row)
+    api.console(sys.stdout).print(table)
+    target = Path(args.dir) / "timeline.svg"
+    api.write_atomic(target, svg)
+    print(f"side-by-side timeline: {target}")
+    return 0
 
 
 def _cmd_calibrate(args) -> int:
@@ -137,7 +159,7 @@ def _cmd_compile(args) -> int:
 
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
-                   args.torchrun, args.resume)
+                   args.torchrun, args.resume, args.trace)
 
 
 def _cmd_plan(args) -> int:
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"check": _cmd_check, "ir": _cmd_ir, "plan": _cmd_plan,
                     "schedule": _cmd_schedule, "compile": _cmd_compile, "run": _cmd_run,
-                    "tune": _cmd_tune, "calibrate": _cmd_calibrate}
+                    "tune": _cmd_tune, "calibrate": _cmd_calibrate, "report": _cmd_report}
         return commands[args.command](args)
     except ParcError as exc:
         print(exc.render(), file=sys.stderr)

@@ -8,6 +8,7 @@ schedule under exactly these semantics.
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ class Pending:
 @dataclass
 class StepResult:
     losses: list[torch.Tensor] = field(default_factory=list)
+    # (op, stage, microbatch, start, end) in seconds from the step's start, when traced
+    events: list[tuple] = field(default_factory=list)
 
 
 def message_tag(kind: str, src_stage: int, dst_stage: int, mb: int, index: int) -> int:
@@ -117,6 +120,13 @@ class Executor:
                for i, buf in enumerate(bufs)]
         posted[message[:4]] = (bufs, dist.batch_isend_irecv(ops) if ops else [])
 
+    def _recv_ahead(self, message: tuple, posted: dict) -> None:
+        """Wait for a message now, so that the action's timing starts when its input is here."""
+        self._post_recv(message, posted)
+        for work in posted[message[:4]][1]:
+            work.wait()
+        posted[message[:4]] = (posted[message[:4]][0], [])
+
     def _recv(self, message: tuple, posted: dict) -> list[torch.Tensor]:
         self._post_recv(message, posted)
         bufs, works = posted.pop(message[:4])
@@ -135,8 +145,10 @@ class Executor:
             works.extend(dist.batch_isend_irecv(ops))
 
     # ---- the step
-    def run(self, batch: dict[str, torch.Tensor], data_splits: dict) -> StepResult:
+    def run(self, batch: dict[str, torch.Tensor], data_splits: dict,
+            trace: bool = False) -> StepResult:
         result = StepResult()
+        origin = time.perf_counter()
         pending: dict[tuple[int, int], Pending] = {}
         local: dict[tuple, list[torch.Tensor]] = {}  # messages between stages on this rank
         works: list = []
@@ -150,6 +162,9 @@ class Executor:
                     self._post_recv(ahead, posted)
             message = self._needs((op, stage, mb))
             info = self.stages[stage]
+            if trace and message is not None:  # time the compute, not the wait for input
+                self._recv_ahead(message, posted)
+            began = time.perf_counter()
             if op == "F":
                 prev = self._prev(stage, mb)
                 if prev is None:
@@ -206,6 +221,9 @@ class Executor:
                 params = [p for p in module.parameters() if p.requires_grad]
                 outs = [state.outputs[-1]] if self._next(stage, mb) is None else state.outputs
                 torch.autograd.backward(outs, state.grads, inputs=params)
+            if trace:
+                result.events.append((op, stage, mb, began - origin,
+                                      time.perf_counter() - origin))
         for work in works:
             work.wait()
         return result

@@ -223,7 +223,7 @@ def _param_splits(program: Program, name: str) -> list:
 
 
 def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
-              on_step=None, resume: bool = False) -> list[float]:
+              on_step=None, resume: bool = False, trace: str | None = None) -> list[float]:
     spec = program.spec
     train = spec["train"]
     data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
@@ -242,7 +242,11 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
     for step in range(first, steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        result = executor.run(data.global_batch(step), program.data_splits)
+        traced = trace is not None and step == steps - 1  # the last step: warm
+        if traced and program.mesh is not None:
+            dist.barrier()  # every rank starts the traced step together
+            start = time.perf_counter()
+        result = executor.run(data.global_batch(step), program.data_splits, trace=traced)
         _sync_gradients(program)
         if train.get("grad_clip"):
             _clip(program, train["grad_clip"])
@@ -255,6 +259,8 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if ckpt and (step + 1) % ckpt["every"] == 0:
             checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer)
         seconds = time.perf_counter() - start
+        if traced:
+            _write_trace(program, trace, result.events, step)
         losses.append(loss)
         tokens = train["batch"] * train["tokens_per_sample"]
         record = {"step": step, "loss": loss, "step_s": seconds, "tokens_per_s": tokens / seconds}
@@ -264,6 +270,36 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if on_step is not None:
             on_step(record)
     return losses
+
+
+def _write_trace(program: Program, directory: str, events: list, step: int) -> None:
+    """Every rank's actions of the traced step, merged by rank 0 into one Chrome trace."""
+    rank = program.mesh.rank if program.mesh is not None else 0
+    pp = program.mesh.coords.get("pp", 0) if program.mesh is not None else 0
+    mine = [{"rank": rank, "pp": pp, "op": op, "stage": s, "mb": mb, "start": a, "end": b}
+            for op, s, mb, a, b in events]
+    gathered = [None] * (dist.get_world_size() if program.mesh is not None else 1)
+    if program.mesh is not None:
+        dist.all_gather_object(gathered, mine)
+    else:
+        gathered = [mine]
+    if rank != 0:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    trace = [{"name": "process_name", "ph": "M", "pid": 0,
+              "args": {"name": f"measured step {step}"}}]
+    for part in gathered:
+        for e in part:
+            trace.append({"name": f"{e['op']}{e['stage']}.{e['mb']}", "cat": e["op"], "ph": "X",
+                          "pid": 0, "tid": e["rank"], "ts": e["start"] * 1e6,
+                          "dur": (e["end"] - e["start"]) * 1e6,
+                          "args": {"stage": e["stage"], "microbatch": e["mb"], "pp": e["pp"]}})
+        if part:
+            trace.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": part[0]["rank"],
+                          "args": {"name": f"rank {part[0]['rank']} (pp {part[0]['pp']})"}})
+    (path / "measured_trace.json").write_text(json.dumps({"traceEvents": trace,
+                                                          "displayTimeUnit": "ms"}))
 
 
 def _dump(program: Program, directory: str, loss: float, what: str) -> None:
@@ -278,7 +314,8 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
 
 
 def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,
-          dump: str | None = None, resume: bool = False) -> list[float]:
+          dump: str | None = None, resume: bool = False,
+          trace: str | None = None) -> list[float]:
     """Entry point under torchrun."""
     init_distributed()
     spec = load_program(program_dir)
@@ -291,7 +328,7 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
         mode = "a" if resume else "w"  # a resumed run continues the same metrics
         metrics = open(Path(out) / "metrics.jsonl", mode)  # noqa: SIM115 - closed below
     try:
-        losses = run_steps(program, steps, metrics, dump, resume=resume)
+        losses = run_steps(program, steps, metrics, dump, resume=resume, trace=trace)
     except BaseException:
         # Leave at once: waiting for the others (a barrier, pending sends) would hang this
         # rank until the timeout; torchrun sees the exit and stops the whole job.

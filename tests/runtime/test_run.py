@@ -55,3 +55,18 @@ def test_a_hanging_rank_ends_the_job(tmp_path, monkeypatch):
     assert time.monotonic() - start < 60
     assert "Timed out" in failure_summary(tmp_path / "out") or "timed out" in (
         tmp_path / "out" / "torchrun.log").read_text().lower()
+
+
+def test_traced_run_reports_predicted_against_measured(tmp_path, capsys):
+    trace = tmp_path / "trace"
+    assert main(["run", str(ROOT / "examples/gpt_tiny.par"), "--steps", "3", "--out",
+                 str(tmp_path / "run"), "--trace", str(trace)]) == 0
+    events = json.loads((trace / "measured_trace.json").read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert len({e["tid"] for e in slices}) == 4  # every process
+    assert len(slices) == 4 * 2 * 4  # each rank: F and B of 4 microbatches
+    capsys.readouterr()
+    assert main(["report", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "step time (ms)" in out and "stage 1 B (ms)" in out
+    assert (trace / "timeline.svg").read_text().count("<svg") == 3
