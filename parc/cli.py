@@ -11,7 +11,7 @@ from . import api
 from .dsl.diagnostics import ParcError
 
 COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run", "tune", "calibrate",
-            "report")
+            "report", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +87,27 @@ def _parser() -> argparse.ArgumentParser:
                            help="write the block to FILE (default: print it)")
     report = sub.add_parser("report", help="a traced run against its prediction")
     report.add_argument("dir", metavar="DIR", help="the directory given to `parc run --trace`")
+    export = sub.add_parser("export", help="a checkpoint's parameters as one torch state dict")
+    export.add_argument("checkpoint", metavar="DIR",
+                        help="a checkpoint directory (or the `to` directory: its latest)")
+    export.add_argument("-o", "--out", required=True, metavar="FILE.pt")
     return parser
+
+
+def _cmd_export(args) -> int:
+    import torch
+
+    from .runtime.checkpoint import export
+
+    try:
+        state = export(args.checkpoint)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"parc export: {exc}", file=sys.stderr)
+        return 1
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, args.out)
+    print(f"wrote {len(state)} parameters to {args.out}")
+    return 0
 
 
 def _cmd_report(args) -> int:
@@ -245,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"check": _cmd_check, "ir": _cmd_ir, "plan": _cmd_plan,
                     "schedule": _cmd_schedule, "compile": _cmd_compile, "run": _cmd_run,
-                    "tune": _cmd_tune, "calibrate": _cmd_calibrate, "report": _cmd_report}
+                    "tune": _cmd_tune, "calibrate": _cmd_calibrate, "report": _cmd_report,
+                    "export": _cmd_export}
         return commands[args.command](args)
     except ParcError as exc:
         print(exc.render(), file=sys.stderr)

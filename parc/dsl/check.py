@@ -72,6 +72,18 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
         _check_loss(model, train_node, err)
         if train.data.kind == "tokens":
             train = _check_token_file(train, train_node, model, program, err)
+        if train.init is not None:
+            base = Path(program.main.file).parent if not program.main.file.startswith("<") \
+                else Path()
+            path = (base / train.init).resolve()
+            if not path.is_file():
+                span = next((s.span for s in train_node.settings
+                             if getattr(s, "key", None) == "init"), train_node.span)
+                err("E383", f"the weights file `{train.init}` does not exist", span)
+            else:
+                from dataclasses import replace
+
+                train = replace(train, init=str(path))
         if train.checkpoint_dir is not None:
             base = Path(program.main.file).parent if not program.main.file.startswith("<") \
                 else Path()

@@ -125,6 +125,7 @@ class TrainSpec:
     data: DataSpec = DataSpec("synthetic")
     precision: str = "f32"
     grad_clip: float | None = None
+    init: str | None = None  # a weights file (parc names or a Hugging Face layout)
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None  # as written; resolved next to the spec by the checker
     span: Span | None = _span()

@@ -103,7 +103,14 @@ SCHEMA = {
     "data": _data,
     "precision": ident("f32", "bf16"),
     "grad_clip": positive_number,
+    "init": lambda values, span, err, key: _init_file(values, span, err),
 }
+
+
+def _init_file(values, span, err):
+    if len(values) != 1 or not isinstance(values[0], str) or not values[0]:
+        return err("E148", '`init` takes a weights file: `init "weights.pt"`', span)
+    return values[0]
 
 
 def check_train(node: ast.Train, err) -> TrainSpec | None:

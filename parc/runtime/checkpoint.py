@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -147,6 +148,29 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
                         "exp_avg": mine["exp_avg"].clone(),
                         "exp_avg_sq": mine["exp_avg_sq"].clone()}
     return int(meta["step"])
+
+
+def export(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every parameter of a checkpoint as one full tensor, in this process."""
+    path = Path(path)
+    if not (path / "parc_meta.json").exists():
+        found = latest(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        path = found
+    meta = json.loads((path / "parc_meta.json").read_text())
+    request = {}
+    for name, info in meta["params"].items():
+        for cut in info["cuts"]:
+            shape = list(info["shape"])
+            for dim, ways, _ in _parse_cut(cut):
+                shape[dim] //= ways
+            request[f"param/{name}/{cut}"] = torch.empty(shape)
+    with warnings.catch_warnings():  # one process on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(request, checkpoint_id=str(path), no_dist=True)
+    return {name: _join({_parse_cut(c): request[f"param/{name}/{c}"] for c in info["cuts"]})
+            for name, info in meta["params"].items()}
 
 
 def _slice(full: torch.Tensor, splits: list) -> torch.Tensor:

@@ -20,6 +20,7 @@ from .data import Data
 from .executor import Executor
 from .mesh import Mesh, build_mesh, init_distributed
 from .params import init_full, shard
+from .weights import fit, load_weights
 
 
 def load_program(program_dir: str | Path) -> dict:
@@ -47,6 +48,8 @@ class Program:
         pp = mesh.coords.get("pp", 0) if mesh is not None else None
         groups = mesh.groups if mesh is not None else {}
         seed = self.spec["train"]["seed"]
+        imported = load_weights(self.spec["train"]["init"]) if self.spec["train"].get("init") \
+            else None
         self.modules: dict[int, torch.nn.Module] = {}
         for stage in self.spec["stages"]:
             if pp is not None and stage["rank"] != pp:
@@ -55,8 +58,14 @@ class Program:
             module = cls({axis: groups.get(axis) for axis, _ in self.spec["mesh"]})
             with torch.no_grad():
                 for p in stage["params"]:
-                    full = init_full(p["name"], tuple(p["shape"]), (p["init"][0],
-                                                                    tuple(p["init"][1])), seed)
+                    if imported is not None:
+                        if p["name"] not in imported:
+                            raise KeyError(f"the weights file has no `{p['name']}` (it has "
+                                           f"{len(imported)} tensors)")
+                        full = fit(p["name"], imported[p["name"]], tuple(p["shape"]))
+                    else:
+                        full = init_full(p["name"], tuple(p["shape"]),
+                                         (p["init"][0], tuple(p["init"][1])), seed)
                     getattr(module, p["attr"]).copy_(shard(full, self._splits(p["splits"])))
             self.modules[stage["index"]] = module.to(self.device)
         self.data_splits = {name: self._splits(d["splits"])

@@ -64,3 +64,22 @@ def test_resume_without_checkpoints_is_an_error(tmp_path, capsys):
     plain.write_text((ROOT / "examples/gpt_tiny.par").read_text())
     assert main(["run", str(plain), "--resume"]) == 1
     assert "error[E390]" in capsys.readouterr().err
+
+
+def test_export_and_import_again(tmp_path, capsys):
+    import torch
+
+    from parc.dsl.check import check_file
+
+    first = spec(tmp_path, "first", PP4, tmp_path / "ck")
+    assert main(["run", str(first), "--steps", "3", "--out", str(tmp_path / "a")]) == 0
+    out = tmp_path / "exported.pt"
+    assert main(["export", str(tmp_path / "ck"), "-o", str(out)]) == 0
+    state = torch.load(out, weights_only=True)
+    params = {p.name: p.type for p in check_file(first).model.params}
+    assert set(state) == set(params)
+    assert tuple(state["block[1].mlp.fc1.w"].shape) == (32, 128)
+    again = first.read_text().replace("steps 6", f'steps 6\n  init "{out}"')
+    second = tmp_path / "again.par"
+    second.write_text(again)
+    assert main(["check", "-q", str(second)]) == 0
