@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..dsl.spec import HardwareSpec
 from ..ops.catalog import CATALOG
 from ..ops.comm import COMMS, backward_bytes, forward_bytes, ring_time
-from ..ops.costs import nbytes, op_cost
+from ..ops.costs import nbytes, numel, op_cost
 from .ir import Graph, Op
 
 BACKWARD_COMM = {"grad_all_reduce": "all_reduce", "all_gather": "reduce_scatter",
@@ -77,6 +77,16 @@ class CostModel:
         if name not in self._concrete:
             self._concrete[name] = self.graph.concrete(self.graph.values[name].type)
         return self._concrete[name]
+
+    def local_numel(self, name: str) -> float:
+        """Elements of a value on one rank."""
+        value = self.graph.values[name]
+        count = float(numel(self.concrete(name)))
+        if value.sbp is not None:
+            for axis in self.graph.sbp_axes:
+                if value.sbp.on(axis).kind == "S":
+                    count /= self.graph.axis_size(axis)
+        return count
 
     def local_bytes(self, name: str, except_axis: str | None = None) -> float:
         """Bytes of a value on one rank (splits on `except_axis` not applied)."""

@@ -4,8 +4,8 @@ Candidates: every dp x pp x tp factorisation of the device count (tp inside a no
 divisible by tp), schedule families and virtual stages, microbatch counts, recompute on or off,
 and ZeRO-style parameter sharding over dp. Costs are reused: the model is lowered once per
 (dp, tp, ZeRO) with two layers and the block's cost is repeated for the rest; a plan is only
-simulated when its lower bound (perfectly balanced compute, no bubble) can still beat the K-th
-best found, best bound first.
+simulated when its lower bound (perfectly balanced compute plus the family's bubble) can still
+beat the K-th best found, best bound first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..dsl import ast
 from ..dsl.check import _Reporter
 from ..dsl.parallel import ParallelChecker
 from ..dsl.parser import parse
-from ..dsl.spec import HardwareSpec, ParallelSpec, Spec
+from ..dsl.spec import HardwareSpec, ParallelSpec, ScheduleSpec, Spec
 from ..ops.dims import Dim
 from .cost import CostModel, optimizer_state_bytes
 from .passes import lower
@@ -175,6 +175,7 @@ class Tuner:
         self.small = _small_model(spec)
         self.graphs: dict = {}
         self.unit_cache: dict = {}
+        self.parallels: dict = {}
         self.invalid = 0
 
     def lowered(self, dp: int, tp: int, zero: bool, microbatches: int):
@@ -190,6 +191,18 @@ class Tuner:
                 train = replace(model.train, microbatches=microbatches)
                 self.graphs[key] = lower(replace(model, train=train, parallel=par))
         return self.graphs[key]
+
+    def full_parallel(self, c: Candidate) -> ParallelSpec | None:
+        """The candidate's parallel spec on the full model; SBP is checked once per mesh."""
+        key = (c.dp, c.pp, c.tp, c.zero)
+        if key not in self.parallels:
+            base = Candidate(c.dp, c.pp, c.tp, "1f1b", 1, c.microbatches, False, c.zero)
+            self.parallels[key] = _parallel_spec(self.spec, self.hw, self.hw_name, base)
+        par = self.parallels[key]
+        if par is None:
+            return None
+        schedule = ScheduleSpec(c.family, virtual=c.virtual)
+        return replace(par, schedule=schedule, recompute=("all",) if c.recompute else ())
 
     def units(self, dp, pp, tp, zero, microbatches, precision) -> tuple[list[Unit], CostModel]:
         key = (dp, pp, tp, zero, microbatches)
@@ -262,6 +275,8 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5) -> TuneResult:
             continue
         work = sum(u.time + (u.fwd if c.recompute else 0.0) for u in units)
         compute = work * c.microbatches / c.pp
+        if c.family in ("gpipe", "1f1b", "interleaved"):  # their bubble with balanced stages
+            compute *= 1 + (c.pp - 1) / (c.virtual * c.microbatches)
         bounded.append((compute, len(bounded), c, units, cost))
     heapq.heapify(bounded)
     best: list[tuple[float, int, Scored]] = []  # max-heap of the top K by step time (negated)
@@ -279,7 +294,7 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5) -> TuneResult:
         if memory_max > hw.memory:
             rejected.append((c, memory_max - hw.memory))
             continue
-        par_spec = _parallel_spec(spec, hw, hw.name, c)
+        par_spec = tuner.full_parallel(c)
         if par_spec is None:
             tuner.invalid += 1
             continue

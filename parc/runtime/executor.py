@@ -67,6 +67,9 @@ class Executor:
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
         # `recompute all`: keep only each stage's inputs and run its forward again in backward
         self.recompute = "all" in program.get("recompute", [])
+        # `precision bf16`: bf16 compute under autocast; parameters, optimizer state and the
+        # tensors sent between stages stay f32
+        self.bf16 = program["train"].get("precision") == "bf16"
 
     # ---- neighbours
     def _next(self, stage: int, mb: int) -> int | None:
@@ -144,6 +147,14 @@ class Executor:
         if ops:
             works.extend(dist.batch_isend_irecv(ops))
 
+    def _forward(self, module, args: list) -> list[torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            if self.recompute and torch.is_grad_enabled():
+                outputs = checkpoint(module, *args, use_reentrant=False)
+            else:
+                outputs = module(*args)
+        return [t.float() if t.is_floating_point() else t for t in outputs]
+
     # ---- the step
     def run(self, batch: dict[str, torch.Tensor], data_splits: dict,
             trace: bool = False) -> StepResult:
@@ -176,10 +187,7 @@ class Executor:
                 inputs = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
                 data = [local_slice(batch[name], mb, m, data_splits[name]).to(self.device)
                         for name in info["data_inputs"]]
-                if self.recompute and torch.is_grad_enabled():
-                    outputs = list(checkpoint(module, *inputs, *data, use_reentrant=False))
-                else:
-                    outputs = list(module(*inputs, *data))
+                outputs = self._forward(module, inputs + data)
                 pending[(stage, mb)] = Pending(inputs, outputs)
                 nxt = self._next(stage, mb)
                 if nxt is None:

@@ -48,7 +48,7 @@ def program_json(plan: Plan, stages: list[StageCode]) -> dict:
         "device": spec.parallel.hardware.device,
         "train": {"batch": train.batch, "microbatches": train.microbatches,
                   "steps": train.steps, "seed": train.seed, "grad_clip": train.grad_clip,
-                  "init": train.init,
+                  "init": train.init, "precision": train.precision,
                   "checkpoint": {"every": train.checkpoint_every, "dir": train.checkpoint_dir}
                   if train.checkpoint_every else None,
                   "optimizer": asdict(train.optimizer), "data": asdict(train.data),

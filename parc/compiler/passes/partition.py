@@ -107,7 +107,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
                 owner.setdefault(name, unit)
     for p in graph.params:
         if p.name in owner:
-            owner[p.name].param_numel += cost.local_bytes(p.name) / 4
+            owner[p.name].param_numel += cost.local_numel(p.name)
     unit_of_op = {i: k for k, u in enumerate(units) for i in u.ops}
     last_reader: dict[str, int] = {}
     for i, op in enumerate(graph.ops):

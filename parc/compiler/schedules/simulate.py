@@ -43,7 +43,7 @@ def _structure(s: Schedule) -> list[list[tuple]]:
             message = s.sends(action)
             row.append((action, deps, s.stage_rank[message.dst_stage] if message else None))
         steps.append(row)
-    if len(_STRUCTURE) > 64:
+    if len(_STRUCTURE) > 512:
         _STRUCTURE.clear()
     _STRUCTURE[id(s)] = (s, steps)
     return steps
