@@ -84,10 +84,12 @@ class ParallelChecker:
         stages = self.stages(by_kind.get(ast.StagesAuto, []), by_kind.get(ast.Stage, []), mesh,
                              schedule)
         recompute = settings.get("recompute", ())
+        labels = self.def_names | {part.split("[", 1)[0] for op in self.model.ops
+                                   for part in op.scope.split(".") if op.scope}
         for name in recompute:
-            if name != "all" and name not in self.def_names:
-                guess = closest(name, self.def_names)
-                self.fail("E350", f"`recompute {name}`: no def is called `{name}`",
+            if name != "all" and name not in labels:
+                guess = closest(name, labels)
+                self.fail("E350", f"`recompute {name}`: no call is named `{name}`",
                           spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
         if not self.ok or schedule is None:
             return None

@@ -23,18 +23,22 @@ PLANS = {
     "dp2_tp2": dict(mesh="dp = 2, tp = 2", sbp="TP"),
     "dp4": dict(mesh="dp = 4", sbp="    tokens, targets: S(0)@dp"),
     "recompute_zb_pp4": dict(mesh="pp = 4", schedule="zb_h1", extra="  recompute all\n"),
+    "recompute_blocks_dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp",
+                                     extra="  recompute BLOCK\n"),
 }
-MODELS = {"gpt": ("gpt_tiny.par", GPT_TP), "llama": ("llama_tiny.par", LLAMA_TP)}
+MODELS = {"gpt": ("gpt_tiny.par", GPT_TP, "block"),
+          "llama": ("llama_tiny.par", LLAMA_TP, "llama_block")}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_one_step_matches_reference(model, tmp_path: Path):
-    example, tp = MODELS[model]
+    example, tp, block = MODELS[model]
     compiled = {}
     for name, kw in PLANS.items():
         kw = dict(kw)
         if kw.get("sbp") == "TP":
             kw["sbp"] = tp
+        kw["extra"] = kw.get("extra", "").replace("BLOCK", block)
         compiled[name] = compile_pair(variant(example, **kw), f"{model}_{name}", tmp_path)
     launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=1)
     failures = []

@@ -5,6 +5,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from parc.compiler.codegen.program import write_program
@@ -17,15 +18,15 @@ from parc.runtime.train import reference_steps
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def compile_serial(tmp: Path, recompute: bool) -> Path:
+def compile_serial(tmp: Path, recompute: str | None) -> Path:
     text = (ROOT / "examples/gpt_tiny.par").read_text()
-    extra = "  recompute all\n" if recompute else ""
+    extra = f"  recompute {recompute}\n" if recompute else ""
     text = re.sub(r"parallel on cpu4 \{.*?\n\}", "parallel on cpu4 {\n  mesh (dp = 4)\n"
                   f"{extra}}}", text, flags=re.S)
     spec = check_text(text, "r.par")
     serial = replace(spec.parallel, mesh=(("pp", 1),), sbp={}, stages="auto",
                      schedule=ScheduleSpec("gpipe"))  # one process, the spec's recompute kept
-    name = "lean" if recompute else "full"
+    name = recompute or "full"
     return write_program(make_plan(replace(spec, parallel=serial)), tmp / name, "r.par")
 
 
@@ -42,9 +43,12 @@ def saved_bytes(program: Path, dump: Path) -> tuple[int, list[float]]:
     return total, losses
 
 
-def test_recompute_saves_memory_and_keeps_results(tmp_path):
-    full, lean = compile_serial(tmp_path, False), compile_serial(tmp_path, True)
-    assert '"recompute": [\n   "all"\n  ]' in (lean / "plan.json").read_text()
+@pytest.mark.parametrize("what", ["all", "block"])
+def test_recompute_saves_memory_and_keeps_results(tmp_path, what):
+    full, lean = compile_serial(tmp_path, None), compile_serial(tmp_path, what)
+    assert f'"recompute": [\n   "{what}"\n  ]' in (lean / "plan.json").read_text()
+    if what == "block":  # each block runs under checkpoint in the generated stage
+        assert "checkpoint(block_2, " in (lean / "stage_0.py").read_text()
     full_bytes, full_loss = saved_bytes(full, tmp_path / "d1")
     lean_bytes, lean_loss = saved_bytes(lean, tmp_path / "d2")
     assert lean_bytes < full_bytes / 5

@@ -147,25 +147,69 @@ class Emitter:
 
     def emit_ops(self, code: StageCode, ops: list[Op]) -> None:
         used_params: list[str] = []
-        scope = None
+        items: list[tuple[Op, str, str | None]] = []  # (op, line, recomputed call instance)
         for op in ops:
             for name in op.inputs:
                 root = self.carriers.get(name, name)
                 if root in self.params and root not in used_params:
                     used_params.append(root)
             line = self.line(code, op)
-            if line is None:
-                continue
-            if op.scope != scope:
-                scope = op.scope
-                code.lines.append(f"# {scope or '(model)'}")
-            code.lines.append(line)
+            if line is not None:
+                items.append((op, line, self.recomputed(op.scope)))
+        later = {v["name"] for v in code.live_out} | {dict(self.graph.outputs).get("loss", "")}
+        i = 0
+        while i < len(items):
+            instance = items[i][2]
+            j = i + 1
+            while instance is not None and j < len(items) and items[j][2] == instance:
+                j += 1
+            if instance is None:
+                self.emit_lines(code.lines, items[i:j], "")
+            else:
+                self.emit_checkpoint(code, items[i:j], instance, items[j:], later)
+            i = j
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
         code.imports = [name for name, used in (
             ("torch", "torch." in text), ("F", "F." in text), ("C", "C." in text),
-            ("causal_attention", "causal_attention(" in text), ("rope", "rope(" in text))
-            if used]
+            ("causal_attention", "causal_attention(" in text), ("rope", "rope(" in text),
+            ("checkpoint", "checkpoint(" in text)) if used]
+
+    def recomputed(self, scope: str) -> str | None:
+        """The call instance (`block[3]`) whose activations are recomputed, if any."""
+        names = set(self.plan.spec.parallel.recompute) - {"all"}
+        parts = scope.split(".") if scope else []
+        for k, part in enumerate(parts):
+            if part.split("[", 1)[0] in names:
+                return ".".join(parts[:k + 1])
+        return None
+
+    @staticmethod
+    def emit_lines(out: list[str], items, indent: str, scope: str | None = None) -> None:
+        for op, line, _ in items:
+            if op.scope != scope:
+                scope = op.scope
+                out.append(f"{indent}# {scope or '(model)'}")
+            out.append(indent + line)
+
+    def emit_checkpoint(self, code: StageCode, items, instance: str, after, later) -> None:
+        """Lines of one call as a function run under activation checkpointing."""
+        made = {o for op, _, _ in items for o in op.outputs}
+        args: list[str] = []
+        for op, _, _ in items:
+            for name in op.inputs:
+                if name not in made and not self.operand(name).startswith("self.") \
+                        and var(name) not in args:
+                    args.append(var(name))
+        needed = {n for op, _, _ in after for n in op.inputs} | later
+        results = [var(n) for op, _, _ in items for n in op.outputs if n in needed]
+        fn = attr(instance)
+        code.lines.append(f"# {instance}: recomputed in the backward pass")
+        code.lines.append(f"def {fn}({', '.join(args)}):")
+        self.emit_lines(code.lines, items, "    ")
+        code.lines.append(f"    return ({''.join(r + ', ' for r in results)})")
+        code.lines.append(f"({''.join(r + ', ' for r in results)}) = checkpoint("
+                          f"{fn}, {''.join(a + ', ' for a in args)}use_reentrant=False)")
 
     def line(self, code: StageCode, op: Op) -> str | None:
         g = self.graph
