@@ -6,8 +6,10 @@ metadata file lists every shard of every parameter. Loading under any plan reads
 parameter was cut into, joins them and cuts this rank's piece, so a checkpoint written with
 pp=4 resumes with dp=2 x tp=2.
 
-A save goes to `step_K.tmp` and is renamed to `step_K` once every rank has written, then
-`latest` is replaced; a job killed mid-save leaves the previous checkpoint as `latest`.
+Each rank's torch RNG state is saved too (data order needs none: batches are a function of the
+seed and the step). A save goes to `step_K.tmp` and is renamed to `step_K` once every rank has
+written, then `latest` is replaced; a job killed mid-save leaves the previous checkpoint as
+`latest`.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
         if "step" in moments:
             adam_step = int(moments["step"])
         listing[name] = {"cuts": [cut], "shape": _full_shape(param.shape, splits)}
+    state[f"rng/rank{rank}"] = torch.get_rng_state()
     dcp.save(state, checkpoint_id=str(tmp))
     gathered = [None] * (dist.get_world_size() if _distributed() else 1)
     if _distributed():
@@ -84,9 +87,9 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
                 for cut in info["cuts"]:
                     if cut not in entry["cuts"]:
                         entry["cuts"].append(cut)
-        kinds = sorted({key.split("/", 1)[0] for key in state}, key=KINDS.index)
+        kinds = sorted({key.split("/", 1)[0] for key in state} & set(KINDS), key=KINDS.index)
         meta = {"step": step, "adam_step": max(s for _, s in gathered), "params": merged,
-                "kinds": kinds}
+                "kinds": kinds, "ranks": len(gathered)}
         (tmp / "parc_meta.json").write_text(json.dumps(meta))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -133,7 +136,13 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
                 shape[dim] //= ways
             for kind in kinds:
                 request[f"{kind}/{name}/{cut}"] = torch.empty(shape)
+    rank = dist.get_rank() if _distributed() else 0
+    rng = f"rng/rank{rank}"
+    if (path / "parc_meta.json").exists() and rank < meta.get("ranks", 0):
+        request[rng] = torch.get_rng_state()
     dcp.load(request, checkpoint_id=str(path))
+    if rng in request:
+        torch.set_rng_state(request[rng])  # same plan size: each rank continues its stream
     with torch.no_grad():
         for name, (param, splits) in shards.items():
             cuts = meta["params"][name]["cuts"]

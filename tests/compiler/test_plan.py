@@ -137,3 +137,12 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_recomputing_a_def_trades_time_for_memory():
+    text = (ROOT / "examples/gpt2_small.par").read_text()
+    full = make_plan(check_text(text, "a.par"))
+    lean = make_plan(check_text(text.replace("  schedule 1f1b",
+                                             "  schedule 1f1b\n  recompute block"), "b.par"))
+    assert max(m.activations for m in lean.memory) < max(m.activations for m in full.memory) / 3
+    assert lean.predicted_step_s > full.predicted_step_s

@@ -121,6 +121,20 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
     return units
 
 
+def recompute_units(units: list[Unit], names: tuple[str, ...]) -> list[Unit]:
+    """Units whose call is recomputed hold only their input and run their forward twice."""
+    chosen = set(names) - {"all"}
+    if not chosen:
+        return units
+    out = []
+    for k, unit in enumerate(units):
+        if unit.name.split("[", 1)[0] in chosen:
+            held = units[k - 1].out_bytes if k > 0 else unit.out_bytes
+            unit = replace(unit, act_bytes=held, bwd_input=unit.bwd_input + unit.fwd)
+        out.append(unit)
+    return out
+
+
 def stage_memory(units: list[Unit], start: int, stop: int, config: StageConfig,
                  stage: int) -> float:
     params = sum(u.param_numel for u in units[start:stop])
@@ -205,7 +219,7 @@ def _explain(units, bounds, config, cost) -> list[str]:
 
 
 def plan_partition(graph: Graph, config: StageConfig, cost: CostModel) -> Partition:
-    units = build_units(graph, cost)
+    units = recompute_units(build_units(graph, cost), config.recompute)
     if config.explicit is not None:
         position = {u.name: i for i, u in enumerate(units)}
         bounds = []
