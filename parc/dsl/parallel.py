@@ -27,7 +27,13 @@ def _recompute(values, span, err, key):
     return () if names == ["none"] else tuple(names)
 
 
-SETTINGS = {"recompute": _recompute}
+def _kernels(values, span, err, key):
+    from .settings import ident
+
+    return ident("triton", "torch")(values, span, err, key)
+
+
+SETTINGS = {"recompute": _recompute, "kernels": _kernels}
 
 
 def glob_regex(pattern: str) -> re.Pattern:
@@ -93,7 +99,8 @@ class ParallelChecker:
                           spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
         if not self.ok or schedule is None:
             return None
-        return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span)
+        return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
+                            kernels=settings.get("kernels"))
 
     def auto_spec(self) -> ParallelSpec:
         """A placeholder plan (data parallel over every device) for `parc tune` to replace."""

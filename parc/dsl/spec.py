@@ -153,6 +153,13 @@ class ParallelSpec:
     recompute: tuple[str, ...]  # () none, ("all",) every stage, else def names
     span: Span | None = _span()
     auto: bool = False  # `auto`: parc tune chooses; the fields hold plain data parallelism
+    kernels: str | None = None  # "triton" or "torch"; None: Triton on CUDA, torch on CPU
+
+    @property
+    def kernel_backend(self) -> str:
+        if self.kernels is not None:
+            return self.kernels
+        return "triton" if self.hardware.device == "cuda" else "torch"
 
     def axis_size(self, axis: str) -> int:
         return dict(self.mesh).get(axis, 1)

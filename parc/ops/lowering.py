@@ -18,6 +18,21 @@ def _head_dim(ins: list[TensorT], attrs: dict) -> int:
     return ins[0].shape[-1].as_int() // attrs["heads"]
 
 
+TRITON_LIBRARY = {
+    "layer_norm": "K.layer_norm({0}, {1}, {2}, eps={eps!r})",
+    "rms_norm": "K.rms_norm({0}, {1}, eps={eps!r})",
+    "cross_entropy": "K.cross_entropy({0}, {1})",
+    "rope": "K.rope({0}, theta={theta!r})",
+}
+
+
+def triton_lowering(kind: str, args: list[str], attrs: dict) -> str | None:
+    """The hand-written Triton kernel (parc.stdlib.kernels as K) for a row-wise op, if any."""
+    if kind not in TRITON_LIBRARY:
+        return None
+    return TRITON_LIBRARY[kind].format(*args, **attrs)
+
+
 def torch_lowering(kind: str, args: list[str], ins: list[TensorT], attrs: dict) -> str:
     """A torch expression computing the op on local tensors named `args` (`F` is functional)."""
     a = args

@@ -46,12 +46,14 @@ def variant(example: str, mesh: str, schedule: str = "1f1b", sbp: str = "",
                   f"{body}}}", text, flags=re.S)
 
 
-def compile_pair(text: str, name: str, where: Path) -> tuple[Path, Path]:
+def compile_pair(text: str, name: str, where: Path,
+                 kernels: str | None = None) -> tuple[Path, Path]:
+    """The distributed program (with the given kernel backend) and its torch reference."""
     spec = check_text(text, f"{name}.par")
     plan = make_plan(spec)
-    dist_dir = write_program(plan, where / name / "dist", f"{name}.par")
+    dist_dir = write_program(plan, where / name / "dist", f"{name}.par", kernels)
     ref_dir = write_program(make_plan(reference_spec(spec, plan)), where / name / "ref",
-                            f"{name}.par")
+                            f"{name}.par", "torch")
     return dist_dir, ref_dir
 
 

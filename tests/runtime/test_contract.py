@@ -60,3 +60,22 @@ def test_twenty_steps_follow_the_reference_curve(tmp_path: Path):
     for a, b in zip(got, ref_losses):
         assert abs(a - b) < 1e-4
     assert got[-1] < got[0] - 0.3  # it learns
+
+
+def test_triton_kernels_match_the_torch_reference(tmp_path: Path):
+    """Generated programs with Triton library kernels (interpreted on CPU) against the torch
+    reference: a pipeline and a tensor-parallel plan of the GPT, a pipeline of the LLaMA."""
+    plans = {
+        "gpt_1f1b_pp4": ("gpt_tiny.par", dict(mesh="pp = 4", schedule="1f1b")),
+        "gpt_dp2_tp2": ("gpt_tiny.par", dict(mesh="dp = 2, tp = 2", sbp=GPT_TP)),
+        "llama_1f1b_pp4": ("llama_tiny.par", dict(mesh="pp = 4", schedule="1f1b")),
+    }
+    compiled = {name: compile_pair(variant(example, **kw), name, tmp_path, kernels="triton")
+                for name, (example, kw) in plans.items()}
+    for dist_dir, _ in compiled.values():
+        stages = "".join(p.read_text() for p in dist_dir.glob("stage_*.py"))
+        assert "K.layer_norm(" in stages or "K.rms_norm(" in stages
+        assert "K.cross_entropy(" in stages
+    launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=1)
+    for name, (_, ref) in compiled.items():
+        compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ...ops.catalog import CATALOG
 from ...ops.comm import COMMS
-from ...ops.lowering import TORCH_DTYPES, torch_lowering
+from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.types import TensorT
 from ..ir import Graph, Op
 from ..plan import Plan
@@ -62,8 +62,9 @@ def attr(name: str) -> str:
 
 
 class Emitter:
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, kernels: str = "torch"):
         self.plan = plan
+        self.kernels = kernels  # "triton": row-wise ops use parc.stdlib.kernels
         self.graph: Graph = plan.graph
         self.batch = dict(self.graph.bindings).get("batch", 1)
         self.params = {p.name: p for p in self.graph.params}
@@ -170,10 +171,9 @@ class Emitter:
             i = j
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
-        code.imports = [name for name, used in (
-            ("torch", "torch." in text), ("F", "F." in text), ("C", "C." in text),
-            ("causal_attention", "causal_attention(" in text), ("rope", "rope(" in text),
-            ("checkpoint", "checkpoint(" in text)) if used]
+        code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention", "rope",
+                                          "checkpoint")
+                        if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
     def recomputed(self, scope: str) -> str | None:
         """The call instance (`block[3]`) whose activations are recomputed, if any."""
@@ -238,7 +238,11 @@ class Emitter:
             if rows:
                 return (f'{outs} = C.vocab_parallel_embedding({args[0]}, {args[1]}, '
                         f'self.groups["{rows[0]}"]){comment}')
-        expr = torch_lowering(op.kind, args, ins, attrs)
+        expr = None
+        if self.kernels == "triton":
+            expr = triton_lowering(op.kind, args, attrs)
+        if expr is None:
+            expr = torch_lowering(op.kind, args, ins, attrs)
         factor = self.reduction_factor(op)
         if factor != 1:
             expr = f"({expr}) / {factor}"

@@ -30,7 +30,7 @@ def launch_command(plan: Plan, out_dir: str) -> str:
     return f"torchrun --standalone --nproc_per_node={nproc} {out_dir}/main.py"
 
 
-def program_json(plan: Plan, stages: list[StageCode]) -> dict:
+def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") -> dict:
     spec, g = plan.spec, plan.graph
     train = spec.train
     highs = _input_ranges(plan)
@@ -64,6 +64,7 @@ def program_json(plan: Plan, stages: list[StageCode]) -> dict:
                    for s in stages],
         "shared_params": plan.shared_params,
         "recompute": list(spec.parallel.recompute),
+        "kernels": kernels,
         "schedule": {"family": sched.family, "stage_rank": list(sched.stage_rank),
                      "paths": [list(p) for p in sched.paths],
                      "split_backward": sched.split_backward,
@@ -92,9 +93,12 @@ def _input_ranges(plan: Plan) -> dict[str, int]:
     return out
 
 
-def write_program(plan: Plan, out_dir: str | Path, source: str) -> Path:
+def write_program(plan: Plan, out_dir: str | Path, source: str,
+                  kernels: str | None = None) -> Path:
+    """Write the program; `kernels` overrides the spec's backend ("triton" or "torch")."""
     out = Path(out_dir)
-    stages = Emitter(plan).stages()
+    backend = kernels or plan.spec.parallel.kernel_backend
+    stages = Emitter(plan, backend).stages()
     env = _env()
     files = {}
     model = plan.spec.model.name
@@ -106,7 +110,7 @@ def write_program(plan: Plan, out_dir: str | Path, source: str) -> Path:
                                                              launch=launch)
     files["launch.txt"] = launch + "\n"
     data = plan_json(plan)
-    data["program"] = program_json(plan, stages)
+    data["program"] = program_json(plan, stages, backend)
     files["plan.json"] = json.dumps(data, indent=1) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
