@@ -73,12 +73,13 @@ def resolve_auto(spec: Spec) -> Spec:
     return replace(spec, parallel=best.parallel, train=train)
 
 
-def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None) -> Path:
+def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None,
+                    kernels: str | None = None) -> Path:
     """Check, plan and write the program directory (whole, or not at all)."""
     from .compiler.codegen.program import write_program
 
     spec = check(path, overrides)
-    return write_program(plan_of(spec), out, spec.file)
+    return write_program(plan_of(spec), out, spec.file, kernels)
 
 
 def tune_file(path: str | Path, devices: int | None = None, top: int = 5,
@@ -102,7 +103,8 @@ def plan_of(spec: Spec) -> Plan:
 
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
         overrides: dict | None = None, torchrun_args: list[str] | None = None,
-        resume: bool = False, trace: str | Path | None = None) -> int:
+        resume: bool = False, trace: str | Path | None = None,
+        kernels: str | None = None) -> int:
     """Compile, launch with torchrun, show progress; returns the exit status."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -114,7 +116,12 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
                                     "to \"DIR\"` in `train`", spec.train.span)], spec.sources)
     plan = plan_of(spec)
     out = Path(out or Path("runs") / spec.model.name)
-    program = compile_program(path, out / "program", overrides)
+    program = compile_program(path, out / "program", overrides, kernels)
+    backend = kernels or spec.parallel.kernel_backend
+    if backend == "triton" and spec.parallel.hardware.device == "cpu":
+        import os
+
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU: the interpreter
     steps = steps or spec.train.steps
     nproc = spec.parallel.hardware.devices
     if torchrun_args and any(a.startswith("--nnodes") for a in torchrun_args):

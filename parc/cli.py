@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     compile_ = sub.add_parser("compile", help="write the distributed training program")
     compile_.add_argument("file", metavar="FILE")
     compile_.add_argument("-o", "--out", required=True, metavar="DIR")
+    compile_.add_argument("--kernels", choices=("triton", "torch"), default=None,
+                          help="kernel backend (default: the spec's; Triton on CUDA)")
     compile_.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                           help="override a model parameter")
     run = sub.add_parser("run", help="compile and train with torchrun",
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="metrics.jsonl and the program go here (default: runs/<model>)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a model parameter")
+    run.add_argument("--kernels", choices=("triton", "torch"), default=None,
+                     help="kernel backend (default: the spec's; Triton on CUDA, torch on CPU)")
     run.add_argument("--trace", default=None, metavar="DIR",
                      help="record every action of the last step on every rank into DIR")
     run.add_argument("--resume", action="store_true",
@@ -171,7 +175,7 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_compile(args) -> int:
-    out = api.compile_program(args.file, args.out, api.parse_overrides(args.set))
+    out = api.compile_program(args.file, args.out, api.parse_overrides(args.set), args.kernels)
     print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     print("launch: " + (out / "launch.txt").read_text().strip())
     return 0
@@ -179,7 +183,7 @@ def _cmd_compile(args) -> int:
 
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
-                   args.torchrun, args.resume, args.trace)
+                   args.torchrun, args.resume, args.trace, args.kernels)
 
 
 def _cmd_plan(args) -> int:
