@@ -14,7 +14,10 @@ from ...ops.comm import COMMS
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.types import TensorT
 from ..ir import Graph, Op
+from ..passes.fuse import fuse
 from ..plan import Plan
+from . import fused as fused_kernels
+from .fused import FusedKernel
 
 REDUCTIONS = {"cross_entropy", "mean"}  # a local mean over a shard is 1/n of a partial sum
 
@@ -65,7 +68,9 @@ class Emitter:
     def __init__(self, plan: Plan, kernels: str = "torch"):
         self.plan = plan
         self.kernels = kernels  # "triton": row-wise ops use parc.stdlib.kernels
-        self.graph: Graph = plan.graph
+        # triton also fuses elementwise chains into generated kernels
+        self.graph: Graph = fuse(plan.graph) if kernels == "triton" else plan.graph
+        self.fused: list[FusedKernel] = []
         self.batch = dict(self.graph.bindings).get("batch", 1)
         self.params = {p.name: p for p in self.graph.params}
         self.carriers = self._param_carriers()
@@ -149,12 +154,19 @@ class Emitter:
     def emit_ops(self, code: StageCode, ops: list[Op]) -> None:
         used_params: list[str] = []
         items: list[tuple[Op, str, str | None]] = []  # (op, line, recomputed call instance)
+        groups = fused_kernels.groups(self.graph, ops) if self.kernels == "triton" else {}
         for op in ops:
             for name in op.inputs:
                 root = self.carriers.get(name, name)
                 if root in self.params and root not in used_params:
                     used_params.append(root)
-            line = self.line(code, op)
+            k = op.attr("kernel") if groups else None
+            if k is not None:
+                if op is not groups[k][-1]:
+                    continue  # the group runs as one kernel, at its last member
+                line = self.fused_line(k, groups[k])
+            else:
+                line = self.line(code, op)
             if line is not None:
                 items.append((op, line, self.recomputed(op.scope)))
         later = {v["name"] for v in code.live_out} | {dict(self.graph.outputs).get("loss", "")}
@@ -172,8 +184,14 @@ class Emitter:
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
         code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention", "rope",
-                                          "checkpoint")
+                                          "checkpoint", "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
+
+    def fused_line(self, k: int, ops: list[Op]) -> str:
+        kernel = fused_kernels.build(self.graph, k, ops)
+        self.fused.append(kernel)
+        args = ", ".join(self.operand(n) for n in kernel.inputs)
+        return f"{var(kernel.output)} = kernels.{kernel.name}({args})"
 
     def recomputed(self, scope: str) -> str | None:
         """The call instance (`block[3]`) whose activations are recomputed, if any."""
@@ -195,6 +213,8 @@ class Emitter:
     def emit_checkpoint(self, code: StageCode, items, instance: str, after, later) -> None:
         """Lines of one call as a function run under activation checkpointing."""
         made = {o for op, _, _ in items for o in op.outputs}
+        made |= {o for op, line, _ in items if "kernels.fused_" in line
+                 for o in [line.split(" = ", 1)[0]]}
         args: list[str] = []
         for op, _, _ in items:
             for name in op.inputs:

@@ -98,13 +98,17 @@ def write_program(plan: Plan, out_dir: str | Path, source: str,
     """Write the program; `kernels` overrides the spec's backend ("triton" or "torch")."""
     out = Path(out_dir)
     backend = kernels or plan.spec.parallel.kernel_backend
-    stages = Emitter(plan, backend).stages()
+    emitter = Emitter(plan, backend)
+    stages = emitter.stages()
     env = _env()
     files = {}
     model = plan.spec.model.name
     for stage in stages:
         files[f"stage_{stage.index}.py"] = env.get_template("stage.py.j2").render(
             stage=stage, model=model, source=source)
+    if emitter.fused:
+        files["kernels.py"] = env.get_template("kernels.py.j2").render(
+            kernels=emitter.fused, model=model)
     launch = launch_command(plan, str(out))
     files["main.py"] = env.get_template("main.py.j2").render(model=model, source=source,
                                                              launch=launch)

@@ -10,6 +10,7 @@ from ..ir import Graph
 from ..verify import verify as verify_graph
 from .boxing import boxing
 from .elaborate import elaborate
+from .fuse import fuse
 from .sbp import sbp
 from .shapes import shapes
 
@@ -18,7 +19,7 @@ PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("sbp", sbp),
     ("boxing", boxing),
 ]
-PASS_NAMES = ["elaborate"] + [name for name, _ in PASSES] + ["partition"]
+PASS_NAMES = ["elaborate"] + [name for name, _ in PASSES] + ["partition", "fuse"]
 
 
 def run_passes(graph: Graph, names: list[str], verify: bool = False) -> Graph:
@@ -34,10 +35,12 @@ def run_passes(graph: Graph, names: list[str], verify: bool = False) -> Graph:
 def lower(spec: Spec, after: str = "boxing", verify: bool = False) -> Graph:
     """The spec's graph after pass `after` (every pass up to it runs, in order)."""
     assert after in PASS_NAMES, after
-    if after == "partition":  # needs the hardware and schedule: the plan does it
+    if after in ("partition", "fuse"):  # needs the hardware and schedule: the plan does it
         from ..plan import make_plan
 
         graph = make_plan(spec, graph=lower(spec, "boxing", verify)).graph
+        if after == "fuse":
+            graph = fuse(graph)
         if verify:
             verify_graph(graph)
         return graph
