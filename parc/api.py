@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -119,8 +121,6 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
     program = compile_program(path, out / "program", overrides, kernels)
     backend = kernels or spec.parallel.kernel_backend
     if backend == "triton" and spec.parallel.hardware.device == "cpu":
-        import os
-
         os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU: the interpreter
     steps = steps or spec.train.steps
     nproc = spec.parallel.hardware.devices
@@ -140,7 +140,7 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
         extra = []
         if trace is not None:
             trace = Path(trace).resolve()
-            write_atomic(trace / "predicted_trace.json", __import__("json").dumps(
+            write_atomic(trace / "predicted_trace.json", json.dumps(
                 chrome_trace(plan.simulation, plan.schedule.num_ranks, spec.model.name)))
             extra = ["--trace", str(trace)]
         status = launch(program, nproc, out, steps, show, torchrun_args, extra=extra,
@@ -229,7 +229,7 @@ def calibrate(devices: int = 4, name: str = "calibrated") -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
-        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                  f"--nproc_per_node={devices}", cal.__file__, str(out)],
                                 capture_output=True, text=True, env=env)
@@ -254,7 +254,6 @@ def report_run(directory: str | Path):
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Write a file whole or not at all (a temporary file renamed into place)."""
-    import os
     import tempfile
 
     path = Path(path)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..dsl.ast import Span
+from ..ops.catalog import CATALOG, ShapeError
+from ..ops.comm import COMMS
 from ..ops.sbp import NdSbp
 from ..ops.types import TensorT
 
@@ -153,3 +155,17 @@ def print_graph(graph: Graph, scope_filter=None) -> str:
     for out, value in graph.outputs:
         lines.append(f"output {out} = %{value}")
     return "\n".join(lines) + "\n"
+
+
+def result_types(op: Op, ins: list[TensorT]) -> list[TensorT]:
+    """What an op's results must be, from its operands' types (ValueError when they do not fit:
+    an unknown op, or operands its shape rule rejects)."""
+    if op.kind in COMMS:
+        return list(ins)
+    if op.kind not in CATALOG:
+        raise ValueError(f"unknown op kind `{op.kind}`")
+    spec = CATALOG[op.kind]
+    try:
+        return spec.infer(ins, spec.full_attrs(op.attrs))
+    except ShapeError as exc:
+        raise ValueError(str(exc)) from None

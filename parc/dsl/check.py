@@ -70,26 +70,7 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
     train = check_train(train_node, err) if train_node is not None else None
     if train is not None and model is not None:
         _check_loss(model, train_node, err)
-        if train.data.kind == "tokens":
-            train = _check_token_file(train, train_node, model, program, err)
-        if train.init is not None:
-            base = Path(program.main.file).parent if not program.main.file.startswith("<") \
-                else Path()
-            path = (base / train.init).resolve()
-            if not path.is_file():
-                span = next((s.span for s in train_node.settings
-                             if getattr(s, "key", None) == "init"), train_node.span)
-                err("E383", f"the weights file `{train.init}` does not exist", span)
-            else:
-                from dataclasses import replace
-
-                train = replace(train, init=str(path))
-        if train.checkpoint_dir is not None:
-            base = Path(program.main.file).parent if not program.main.file.startswith("<") \
-                else Path()
-            from dataclasses import replace
-
-            train = replace(train, checkpoint_dir=str((base / train.checkpoint_dir).resolve()))
+        train = _check_train_files(train, train_node, model, program, err)
     if train_node is not None and model_node is None:
         err("E306", "`train` needs a `model` in the same file", train_node.span)
 
@@ -127,14 +108,42 @@ def _check_loss(model, train_node, err) -> None:
             model.output_spans.get("loss", model.span))
 
 
+def _spec_dir(program) -> Path:
+    """Where paths written in the spec are relative to."""
+    return Path() if program.main.file.startswith("<") else Path(program.main.file).parent
+
+
+def _setting_span(node: ast.Train, key: str):
+    return next((s.span for s in node.settings if getattr(s, "key", None) == key), node.span)
+
+
+def _check_train_files(train, node, model, program, err):
+    """Resolve the files `train` names (data, weights, checkpoints) next to the spec."""
+    from dataclasses import replace
+
+    if train.data.kind == "tokens":
+        train = _check_token_file(train, node, model, program, err)
+    if train.init is not None:
+        path = (_spec_dir(program) / train.init).resolve()
+        if not path.is_file():
+            err("E383", f"the weights file `{train.init}` does not exist",
+                _setting_span(node, "init"))
+        else:
+            train = replace(train, init=str(path))
+    if train.checkpoint_dir is not None:
+        directory = (_spec_dir(program) / train.checkpoint_dir).resolve()
+        train = replace(train, checkpoint_dir=str(directory))
+    return train
+
+
 def _check_token_file(train, node, model, program, err):
     """The token file exists, is long enough for one sequence and fits the vocabulary."""
     import numpy as np
 
     from .train import TOKEN_DTYPES
 
-    span = next((s.span for s in node.settings if s.key == "data"), node.span)
-    base = Path(program.main.file).parent if not program.main.file.startswith("<") else Path()
+    span = _setting_span(node, "data")
+    base = _spec_dir(program)
     path = (base / train.data.path).resolve()
     if not path.is_file():
         err("E380", f"the data file `{train.data.path}` does not exist (looked in {base or '.'})",

@@ -8,9 +8,10 @@ from pathlib import Path
 
 
 def sibling(file: str, name: str):
-    """The module `name`.py next to `file`, loaded once under a name unique to its path."""
+    """The module `name`.py next to `file`, loaded once per version of the file (a program
+    compiled again into the same directory is loaded afresh)."""
     path = Path(file).resolve().parent / f"{name}.py"
-    key = f"parc_program_{abs(hash(str(path)))}_{name}"
+    key = f"parc_program_{abs(hash((str(path), path.stat().st_mtime_ns)))}_{name}"
     if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(key, path)
         module = importlib.util.module_from_spec(spec)

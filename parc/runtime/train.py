@@ -4,7 +4,6 @@ in one process for the correctness contract."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -20,21 +19,12 @@ from .data import Data
 from .executor import Executor
 from .mesh import Mesh, build_mesh, init_distributed
 from .params import init_full, shard
+from .programs import sibling
 from .weights import fit, load_weights
 
 
 def load_program(program_dir: str | Path) -> dict:
     return json.loads((Path(program_dir) / "plan.json").read_text())["program"]
-
-
-def _load_module(program_dir: Path, name: str):
-    path = program_dir / f"{name}.py"
-    key = f"parc_program_{abs(hash(str(path)))}_{name}"
-    spec = importlib.util.spec_from_file_location(key, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Program:
@@ -54,7 +44,7 @@ class Program:
         for stage in self.spec["stages"]:
             if pp is not None and stage["rank"] != pp:
                 continue
-            cls = getattr(_load_module(self.dir, stage["module"]), stage["class"])
+            cls = getattr(sibling(str(self.dir / "main.py"), stage["module"]), stage["class"])
             module = cls({axis: groups.get(axis) for axis, _ in self.spec["mesh"]})
             with torch.no_grad():
                 for p in stage["params"]:

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...ops.catalog import CATALOG, ShapeError
-from ...ops.comm import COMMS
-from ..ir import Graph
+from ..ir import Graph, result_types
 
 
 def shapes(graph: Graph) -> Graph:
     values = dict(graph.values)
     for op in graph.ops:
-        ins = [values[i].type for i in op.inputs]
-        if op.kind in COMMS:
-            outs = ins
-        else:
-            if op.kind not in CATALOG:
-                raise ValueError(f"unknown op `{op.kind}` (@{op.scope})")
-            spec = CATALOG[op.kind]
-            attrs = spec.full_attrs(op.attrs)
-            try:
-                outs = spec.infer(ins, attrs)
-            except ShapeError as exc:
-                raise ValueError(f"{op.kind} @{op.scope}: {exc}") from None
+        try:
+            outs = result_types(op, [values[i].type for i in op.inputs])
+        except ValueError as exc:
+            raise ValueError(f"{op.kind} @{op.scope}: {exc}") from None
         if len(outs) != len(op.outputs):
             raise ValueError(f"{op.kind} @{op.scope}: {len(outs)} results, "
                              f"{len(op.outputs)} names")
