@@ -31,7 +31,10 @@ class OpTime:
 
 
 class CostModel:
-    def __init__(self, graph: Graph, hardware: HardwareSpec, precision: str = "f32"):
+    def __init__(self, graph: Graph, hardware: HardwareSpec, precision: str = "f32",
+                 fused: bool = False):
+        """`fused`: the program fuses elementwise chains (the Triton backend), so only the last
+        op of a chain pays a kernel launch."""
         self.graph = graph
         self.hw = hardware
         peak = hardware.flops_bf16 if precision == "bf16" else hardware.flops_f32
@@ -40,6 +43,17 @@ class CostModel:
         self.params = {p.name for p in graph.params}
         self.param_like = self._parameter_values()
         self._concrete: dict = {}
+        self.inner: set[str] = set()  # results of ops that run inside another op's kernel
+        if fused:
+            from .passes.fuse import fuse
+
+            last: dict[int, str] = {}
+            for op in fuse(graph).ops:
+                k = op.attr("kernel")
+                if k is not None:
+                    if k in last:
+                        self.inner.add(last[k])
+                    last[k] = op.outputs[0]
 
     # ---- links
     def axis_link(self, axis: str) -> tuple[float, float]:
@@ -129,7 +143,8 @@ class CostModel:
         total_bwd = max(1, weight_flops + input_flops)
         fwd = self.compute_time(cost.flops_fwd / n, cost.bytes_fwd * scale / n)
         bwd_bytes = cost.bytes_bwd * scale / n
-        extra = self.hw.op_overhead  # each kernel (or eager op) costs at least this much
+        # each kernel (or eager op) costs at least a launch; ops fused into a later one do not
+        extra = 0.0 if op.outputs[0] in self.inner else self.hw.op_overhead
         bwd_input = self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd)
         bwd_weight = self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd)
         return OpTime(fwd + extra, bwd_input + (extra if input_flops or not weight_flops else 0),

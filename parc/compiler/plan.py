@@ -147,7 +147,7 @@ def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
     assert spec.parallel is not None and spec.train is not None
     par, train = spec.parallel, spec.train
     graph = graph or lower(spec, "boxing")
-    cost = CostModel(graph, par.hardware, train.precision)
+    cost = CostModel(graph, par.hardware, train.precision, par.kernel_backend == "triton")
     config = stage_config(spec, family, virtual)
     part = plan_partition(graph, config, cost)
     graph = apply_partition(graph, part)

@@ -215,7 +215,9 @@ class Tuner:
         mesh = tuple((a, n) for a, n in (("dp", dp), ("pp", pp), ("tp", tp)))
         batch = self.spec.train.batch // microbatches
         graph = graph.with_(mesh=mesh, bindings=(("batch", batch),))
-        cost = CostModel(graph, self.hw, precision)
+        fused = (self.spec.parallel.kernels or ("triton" if self.hw.device == "cuda" else
+                                                "torch")) == "triton"
+        cost = CostModel(graph, self.hw, precision, fused)
         units = build_units(graph, cost)
         if self.small is not None:
             units = _expand(units, self.layers)
