@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..dsl.spec import HardwareSpec
 from ..ops.catalog import CATALOG
-from ..ops.comm import COMMS, backward_bytes, forward_bytes, ring_time
+from ..ops.comm import COMMS, SYNC_BUCKET_BYTES, backward_bytes, forward_bytes, ring_time
 from ..ops.costs import nbytes, numel, op_cost
 from .ir import Graph, Op
 
@@ -56,23 +56,32 @@ class CostModel:
                     last[k] = op.outputs[0]
 
     # ---- links
-    def axis_link(self, axis: str) -> tuple[float, float]:
-        """(bandwidth, latency) of the link a mesh axis's groups communicate over."""
+    def axis_link(self, axis: str, collective: bool = True) -> tuple[float, float]:
+        """(bandwidth, latency) of the link a mesh axis's groups communicate over.
+
+        Inside a node: NVLink. Across nodes, a point-to-point transfer has one GPU's network
+        port; a ring collective is hierarchical (as NCCL builds it): with k members of the
+        group in each node it runs k rings side by side, each crossing the node boundary on
+        its own port, so the inter-node hops see k ports' bandwidth, and never more than
+        NVLink carries inside the node."""
         names = [a for a, _ in self.graph.mesh]
         sizes = dict(self.graph.mesh)
         stride = 1
         for a in names[names.index(axis) + 1:]:
             stride *= sizes[a]
         span = stride * sizes[axis]
-        if span <= self.hw.devices_per_node or self.hw.inter_bw is None:
+        per_node = self.hw.devices_per_node
+        if span <= per_node or self.hw.inter_bw is None:
             return self.hw.intra_bw, self.hw.intra_latency
-        return self.hw.inter_bw, self.hw.inter_latency or self.hw.intra_latency
+        latency = self.hw.inter_latency or self.hw.intra_latency
+        members = max(1, min(sizes[axis], per_node // stride)) if collective else 1
+        return min(self.hw.intra_bw, members * self.hw.inter_bw), latency
 
     def p2p_time(self, size: float) -> float:
         """A point-to-point transfer between neighbouring pipeline stages."""
         if "pp" not in dict(self.graph.mesh):
             return 0.0
-        bandwidth, latency = self.axis_link("pp")
+        bandwidth, latency = self.axis_link("pp", collective=False)
         return latency + size / bandwidth
 
     # ---- sizes
@@ -110,8 +119,8 @@ class CostModel:
             for axis in self.graph.sbp_axes:
                 if axis != except_axis and value.sbp.on(axis).kind == "S":
                     size /= self.graph.axis_size(axis)
-        if self.precision == "bf16" and value.type.is_float:
-            size /= 2
+        if self.precision == "bf16" and value.type.is_float and name not in self.param_like:
+            size /= 2  # autocast computes in bf16; parameters and their gradients stay f32
         return size
 
     def _parameter_values(self) -> set[str]:
@@ -170,7 +179,11 @@ class CostModel:
         bwd = ring_time(backward, size, n, bandwidth, latency) if (
             backward and value.type.is_float) else 0.0
         if op.inputs[0] in self.param_like and op.kind == "grad_all_reduce":
-            return OpTime(fwd, 0.0, 0.0, step=bwd)  # once per step, after accumulation
+            # once per step, after accumulation; the runtime packs gradients into buckets of
+            # SYNC_BUCKET_BYTES, so a parameter pays its share of a bucket's latency
+            share = min(1.0, size / SYNC_BUCKET_BYTES)
+            return OpTime(fwd, 0.0, 0.0,
+                          step=ring_time("all_reduce", size, n, bandwidth, latency * share))
         return OpTime(fwd, bwd, 0.0)
 
 

@@ -134,8 +134,11 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
     memory = []
     for r in range(pp):
         numel = sum(st.param_numel for st in stages if st.rank == r)
+        acts = simulation.peak_activation_bytes[r]
+        if recompute:  # a backward runs its stage's forward again and holds all of it at once
+            acts += max((st.act_bytes for st in stages if st.rank == r), default=0.0)
         memory.append(RankMemory(numel * 4, numel * 4, numel * optimizer_state_bytes(optimizer),
-                                 simulation.peak_activation_bytes[r]))
+                                 acts))
     step_extra = max((sum(st.step for st in stages if st.rank == r) +
                       memory[r].params * 4 / cost.hw.mem_bw for r in range(pp)), default=0.0)
     return Prediction(stages, schedule, simulation, memory, simulation.step_time + step_extra)

@@ -11,6 +11,7 @@ beat the K-th best found, best bound first.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..dsl import ast
@@ -236,7 +237,10 @@ def _candidates(spec: Spec, hw: HardwareSpec, devices: int) -> list[Candidate]:
             if pp > max(1, layers) or spec.train.batch % dp:
                 continue
             per_dp = spec.train.batch // dp
-            counts = [1, 2, 4, 8] if pp == 1 else [pp * k for k in (1, 2, 4, 8, 16)]
+            # without a pipeline, microbatches only trade activation memory for smaller
+            # kernels: every power of two down to microbatches of one sample
+            counts = [2 ** k for k in range(per_dp.bit_length())] if pp == 1 else \
+                [pp * k for k in (1, 2, 4, 8, 16)]
             counts = [m for m in counts if per_dp % m == 0]
             families = [("1f1b", 1)] if pp == 1 else [("gpipe", 1), ("1f1b", 1), ("zb_h1", 1)]
             if pp > 1:
@@ -253,7 +257,9 @@ def _candidates(spec: Spec, hw: HardwareSpec, devices: int) -> list[Candidate]:
     return out
 
 
-def tune(spec: Spec, devices: int | None = None, top: int = 5) -> TuneResult:
+def tune(spec: Spec, devices: int | None = None, top: int = 5,
+         where: Callable[[Candidate], bool] | None = None) -> TuneResult:
+    """The `top` fastest plans that fit; `where` keeps only the candidates it accepts."""
     par = spec.parallel
     hw = par.hardware
     if devices is not None and devices != hw.devices:
@@ -261,7 +267,7 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5) -> TuneResult:
     devices = hw.devices
     precision, optimizer = spec.train.precision, spec.train.optimizer.name
     tuner = Tuner(spec, hw, hw.name)
-    candidates = _candidates(spec, hw, devices)
+    candidates = [c for c in _candidates(spec, hw, devices) if where is None or where(c)]
     per_param = 8 + optimizer_state_bytes(optimizer)
     bounded = []
     rejected = []

@@ -81,7 +81,10 @@ class CallMixin:
             return value
         if kind is list and isinstance(value, list) and all(isinstance(v, Dim) for v in value):
             return value
-        wanted = {int: "an integer", float: "a number", list: "a list of dimensions"}[kind]
+        if kind is bool and isinstance(value, bool):
+            return value
+        wanted = {int: "an integer", float: "a number", list: "a list of dimensions",
+                  bool: "`true` or `false`"}[kind]
         return self.err("E202", f"`{key}` must be {wanted}, not {describe(value)}", span)
 
     def primitive_apply(self, kind: str, operands: list[Value], attrs: dict, frame, span,

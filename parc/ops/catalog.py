@@ -152,7 +152,11 @@ def _rms_norm(ts, attrs):
 def _softmax(ts, attrs):
     (x,) = ts
     _need_float(x)
-    _norm_dim(attrs["dim"], x.rank)
+    dim = _norm_dim(attrs["dim"], x.rank)
+    if attrs["causal"]:
+        _need_rank(x, 2)
+        if dim != x.rank - 1:
+            raise ShapeError("a causal softmax normalises the last dimension (keys)")
     return [x]
 
 
@@ -282,7 +286,9 @@ CATALOG: dict[str, OpSpec] = {
             "layer normalisation over the last dimension", eps=1e-5),
         _op("rms_norm", ["x", "weight"], _rms_norm, "RMS normalisation over the last dimension",
             eps=1e-6),
-        _op("softmax", ["x"], _softmax, "softmax along dim", dim=-1),
+        _op("softmax", ["x"], _softmax,
+            "softmax along dim; causal: over [..., seq, seq] scores, keys after the query "
+            "masked out", dim=-1, causal=False),
         _op("embedding", ["ids", "table"], _embedding, "rows of table picked by integer ids"),
         _op("rope", ["x"], _rope, "rotary position embedding over [..., seq, head_dim]",
             theta=10000.0),
@@ -304,5 +310,5 @@ CATALOG: dict[str, OpSpec] = {
 # Python-typed attributes: the checker converts call arguments to these before a shape rule runs.
 ATTR_KINDS = {
     "factor": float, "eps": float, "theta": float, "dim": int, "dim0": int, "dim1": int,
-    "heads": int, "parts": int, "shape": list,
+    "heads": int, "parts": int, "shape": list, "causal": bool,
 }

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from .sbp import Sbp
 
+# Parameter gradients are all-reduced once per step in buckets of about this size (the runtime
+# packs them; the cost model charges each bucket one collective's latency).
+SYNC_BUCKET_BYTES = 25 * 2**20
+
 
 @dataclass(frozen=True)
 class Comm:

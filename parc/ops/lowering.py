@@ -63,6 +63,8 @@ def torch_lowering(kind: str, args: list[str], ins: list[TensorT], attrs: dict) 
     if kind == "rms_norm":
         return f"F.rms_norm({a[0]}, ({a[0]}.shape[-1],), {a[1]}, eps={attrs['eps']!r})"
     if kind == "softmax":
+        if attrs.get("causal"):
+            return f"causal_softmax({a[0]})"
         return f"torch.softmax({a[0]}, dim={attrs['dim']})"
     if kind == "rope":
         return f"rope({a[0]}, theta={attrs['theta']!r})"

@@ -74,7 +74,8 @@ def _rowwise(num_weights: int):
 def _softmax(ins, outs, attrs) -> list[Signature]:
     (x,) = ins
     dim = attrs["dim"] % x.rank
-    return [((B,), (B,))] + [((S(k),), (S(k),)) for k in range(x.rank) if k != dim]
+    whole = {dim, dim - 1} if attrs.get("causal") else {dim}  # the mask needs positions
+    return [((B,), (B,))] + [((S(k),), (S(k),)) for k in range(x.rank) if k not in whole]
 
 
 def _embedding(ins, outs, attrs) -> list[Signature]:

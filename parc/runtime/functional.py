@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention over [..., heads, seq, head_dim]; k and v may have fewer heads (GQA)."""
+    """Causal attention over [..., heads, seq, head_dim]; k and v may have fewer heads (GQA).
+    torch's fused kernel (flash attention where available): the seq x seq scores are never
+    kept for the backward, which is what the cost model assumes."""
     groups = q.shape[-3] // k.shape[-3]
-    if groups > 1:
-        k = k.repeat_interleave(groups, dim=-3)
-        v = v.repeat_interleave(groups, dim=-3)
-    seq = q.shape[-2]
-    scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-    mask = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
-    scores = scores.masked_fill(mask, float("-inf"))
-    return torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)
+
+
+def causal_softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension of [..., seq, seq] scores, position j > i masked out."""
+    seq_q, seq_k = x.shape[-2], x.shape[-1]
+    mask = torch.ones(seq_q, seq_k, dtype=torch.bool, device=x.device).triu(1)
+    return torch.softmax(x.masked_fill(mask, float("-inf")), dim=-1)
 
 
 def rope(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:

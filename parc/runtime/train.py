@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..ops.comm import SYNC_BUCKET_BYTES
 from . import checkpoint
 from .data import Data
 from .executor import Executor
@@ -98,12 +99,14 @@ def _sync_gradients(program: Program) -> None:
     """Once per step: data-parallel gradient all-reduce, and summing the copies of a parameter
     kept on several stages (a tied embedding on the first and last stage)."""
     mesh = program.mesh
+    by_axis: dict[str, list[torch.Tensor]] = {}
     for module in program.modules.values():
         for name, axis in module.STEP_SYNC:
             grad = getattr(module, name).grad
-            group = mesh.groups.get(axis) if mesh is not None else None
-            if grad is not None and group is not None:
-                dist.all_reduce(grad, group=group)
+            if grad is not None and mesh is not None and axis in mesh.groups:
+                by_axis.setdefault(axis, []).append(grad)
+    for axis in sorted(by_axis):  # every member of a group walks the same stages in order
+        _all_reduce_buckets(by_axis[axis], mesh.groups[axis])
     shared = program.spec["shared_params"]
     if not shared:
         return
@@ -130,6 +133,29 @@ def _sync_gradients(program: Program) -> None:
             dist.all_reduce(local, group=group)
         for p in copies:
             p.grad = local.clone()
+
+
+def _all_reduce_buckets(grads: list[torch.Tensor], group) -> None:
+    """All-reduce gradients packed into buckets of about SYNC_BUCKET_BYTES: one collective
+    per bucket instead of one per tensor, all in flight at once."""
+    buckets: list[list[torch.Tensor]] = []
+    size = SYNC_BUCKET_BYTES
+    for g in grads:
+        nbytes = g.numel() * g.element_size()
+        if size + nbytes > SYNC_BUCKET_BYTES or g.dtype != buckets[-1][0].dtype:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(g)
+        size += nbytes
+    flats = [b[0] if len(b) == 1 else torch.cat([g.reshape(-1) for g in b]) for b in buckets]
+    works = [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]
+    for bucket, flat, work in zip(buckets, flats, works):
+        work.wait()
+        if len(bucket) > 1:
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
 
 
 _GROUPS: dict = {}

@@ -146,3 +146,58 @@ def test_recomputing_a_def_trades_time_for_memory():
                                              "  schedule 1f1b\n  recompute block"), "b.par"))
     assert max(m.activations for m in lean.memory) < max(m.activations for m in full.memory) / 3
     assert lean.predicted_step_s > full.predicted_step_s
+
+
+def _two_node_cost(mesh: str, precision: str = "f32") -> CostModel:
+    text = GPT2.replace("h100_node(nodes = 1)", "h100_node(nodes = 2)").replace(
+        "mesh (pp = 2, dp = 2, tp = 2)", f"mesh ({mesh})").replace(
+        "steps 100", f"steps 100\n  precision {precision}")
+    if "tp" not in mesh:
+        text = re.sub(r"  sbp \{.*?\n  \}\n", "  sbp {\n    tokens, targets: S(0)@dp\n  }\n",
+                      text, flags=re.S)
+    spec = check_text(text, "two.par")
+    return CostModel(lower(spec), spec.parallel.hardware, precision)
+
+
+def test_collectives_across_nodes_use_a_port_per_member_in_the_node():
+    # dp = 16 over two nodes: eight rings side by side, each crossing nodes on its own port,
+    # capped by NVLink inside the node
+    assert _two_node_cost("dp = 16").axis_link("dp") == pytest.approx((400e9, 5e-6))
+    # dp = 4 with tp = 4 inside: two dp members per node, two ports
+    assert _two_node_cost("dp = 4, tp = 4").axis_link("dp") == pytest.approx((100e9, 5e-6))
+    # a pipeline transfer between nodes has one GPU's port
+    cost = _two_node_cost("pp = 2, dp = 8")
+    assert cost.p2p_time(50e9) == pytest.approx(5e-6 + 1.0)
+
+
+def test_gradient_sync_is_f32_under_bf16_and_pays_latency_per_bucket():
+    from parc.ops.comm import SYNC_BUCKET_BYTES, ring_time
+
+    for precision in ("f32", "bf16"):
+        cost = _two_node_cost("dp = 16", precision)
+        op = next(op for op in cost.graph.ops if op.kind == "grad_all_reduce"
+                  and op.inputs[0].endswith("ln1.w"))
+        size = 768 * 4  # f32 gradients whichever the compute precision
+        expected = ring_time("all_reduce", size, 16, 400e9, 5e-6 * size / SYNC_BUCKET_BYTES)
+        assert cost.op_time(op).step == pytest.approx(expected)
+
+
+def test_bf16_keeps_a_weight_copy_per_microbatch_in_flight():
+    from parc.compiler.passes.partition import build_units
+
+    units = {p: build_units(c.graph, c) for p, c in
+             (("f32", _two_node_cost("dp = 16")), ("bf16", _two_node_cost("dp = 16", "bf16")))}
+    block = {p: next(u for u in us if u.name == "block[0]") for p, us in units.items()}
+    weights = 4 * 768 * 768 + 2 * 768 * 3072  # q, k, v, proj; fc1, fc2
+    assert block["bf16"].act_bytes == pytest.approx(block["f32"].act_bytes / 2 + 2 * weights)
+
+
+def test_recompute_all_holds_one_stage_forward_at_the_backward():
+    spec = check_text(GPT2.replace("  schedule 1f1b", "  schedule 1f1b\n  recompute all"),
+                      "r.par")
+    plan = make_plan(spec)
+    for rank, memory in enumerate(plan.memory):
+        whole = max(st.act_bytes for st in plan.stages if st.rank == rank)
+        assert memory.activations >= whole
+        assert memory.activations == pytest.approx(
+            whole + plan.simulation.peak_activation_bytes[rank])

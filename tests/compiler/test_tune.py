@@ -96,3 +96,10 @@ def test_calibrated_block_is_valid_par():
     hw = check_text(block, "hw.par").hardware["calibrated"]
     assert hw.devices == 4 and hw.op_overhead == pytest.approx(7e-6)
     assert hw.intra_latency == pytest.approx(1.2e-4)
+
+
+def test_without_a_pipeline_microbatches_go_down_to_one_sample():
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    counts = {c.microbatches for c in _candidates(spec, spec.parallel.hardware, 8)
+              if c.pp == 1 and c.dp == 8}
+    assert counts == {1, 2, 4, 8, 16, 32, 64}  # 512 samples over dp = 8: 64 per rank

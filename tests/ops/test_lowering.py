@@ -8,7 +8,7 @@ from parc.ops.catalog import CATALOG
 from parc.ops.dims import Dim
 from parc.ops.lowering import TORCH_DTYPES, torch_lowering
 from parc.ops.types import TensorT
-from parc.runtime.functional import causal_attention, rope
+from parc.runtime.functional import causal_attention, causal_softmax, rope
 
 CASES = {
     "matmul": ([(2, 5, 8), (8, 3)], {}),
@@ -51,7 +51,8 @@ def test_lowering_matches_shape_rule(kind):
     expected = spec.infer(types, attrs)
     names = [f"a{i}" for i in range(len(tensors))]
     code = torch_lowering(kind, names, types, attrs)
-    env = {"torch": torch, "F": F, "causal_attention": causal_attention, "rope": rope}
+    env = {"torch": torch, "F": F, "causal_attention": causal_attention,
+           "causal_softmax": causal_softmax, "rope": rope}
     env.update(zip(names, tensors))
     result = eval(code, env)  # noqa: S307 - evaluating our own lowering
     results = list(result) if isinstance(result, tuple) else [result]
@@ -64,3 +65,23 @@ def test_causal_attention_matches_torch_sdpa():
     q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(causal_attention(q, k, v), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gqa_attention_repeats_key_value_heads():
+    q = torch.randn(2, 4, 6, 8)
+    k, v = torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    ref = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                         is_causal=True)
+    torch.testing.assert_close(causal_attention(q, k, v), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_softmax_is_unfused_causal_attention():
+    """softmax(q k^T / sqrt(hd), causal) v, written out as Megatron-LM did before fused
+    attention, equals the fused op."""
+    q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    scores = torch.matmul(q, k.transpose(-2, -1)) / 8 ** 0.5
+    attrs = {"dim": -1, "causal": True}
+    probs = eval(torch_lowering("softmax", ["s"], [], attrs),  # noqa: S307
+                 {"causal_softmax": causal_softmax, "s": scores})
+    torch.testing.assert_close(torch.matmul(probs, v), causal_attention(q, k, v),
+                               rtol=1e-5, atol=1e-5)

@@ -183,8 +183,8 @@ class Emitter:
             i = j
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
-        code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention", "rope",
-                                          "checkpoint", "kernels")
+        code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention",
+                                          "causal_softmax", "rope", "checkpoint", "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
     def fused_line(self, k: int, ops: list[Op]) -> str:

@@ -100,6 +100,11 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
             value = graph.values[name]
             if value.type.is_float and op.kind not in ("grad_all_reduce",):
                 unit.act_bytes += cost.local_bytes(name)
+        if cost.precision == "bf16" and op.kind == "matmul":
+            # autocast casts each f32 weight to bf16 in every forward and keeps the copy for
+            # the backward: two bytes per weight element for each microbatch in flight
+            unit.act_bytes += sum(cost.local_numel(n) * 2 for n in op.inputs
+                                  if n in cost.param_like)
     owner = {}
     for unit in units:
         for i in unit.ops:
@@ -139,11 +144,11 @@ def stage_memory(units: list[Unit], start: int, stop: int, config: StageConfig,
                  stage: int) -> float:
     params = sum(u.param_numel for u in units[start:stop])
     static = params * (4 + 4 + optimizer_state_bytes(config.optimizer))
-    if "all" in config.recompute:
-        acts = units[start - 1].out_bytes if start > 0 else units[start].out_bytes
-    else:
-        acts = sum(u.act_bytes for u in units[start:stop])
-    return static + acts * inflight(config, stage)
+    whole = sum(u.act_bytes for u in units[start:stop])
+    if "all" in config.recompute:  # inputs kept; one backward holds the stage's forward again
+        held = units[start - 1].out_bytes if start > 0 else units[start].out_bytes
+        return static + held * inflight(config, stage) + whole
+    return static + whole * inflight(config, stage)
 
 
 def _stage_time(units, start, stop, cost: CostModel) -> float:
@@ -180,9 +185,11 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
                 worst = max(best[s - 1][j], time[i] - time[j] + send[i - 1])
                 if worst >= best[s][i]:
                     continue
+                whole = acts[i] - acts[j]
                 saved = (units[j - 1].out_bytes if j > 0 else units[0].out_bytes) \
-                    if recompute else acts[i] - acts[j]
-                if (params[i] - params[j]) * per_param + saved * held <= cap:
+                    if recompute else whole
+                extra = whole if recompute else 0.0  # the recomputing backward's working set
+                if (params[i] - params[j]) * per_param + saved * held + extra <= cap:
                     best[s][i], cut[s][i] = worst, j
     if best[k][n] == inf:  # nothing fits: balance time alone, the plan reports the overflow
         return _balance(units, replace(config, memory=inf), cost)
