@@ -5,7 +5,7 @@ Megatron-LM" (SC'21), Table 1: GPT models with sequence 2048 and vocabulary 51,2
 DGX A100 nodes (8 x 80 GB), mixed precision. For each row we write the matching spec (our GPT
 blocks: pre-LayerNorm, 4d MLP, tied head), tune it on the same number of GPUs, and compare the
 tensor-parallel size (which Megatron keeps inside a node) and the pipeline/data split. Prints a
-table and writes bench/out/megatron_table1.json.
+table and writes bench/out/megatron_table1.json; bench/megatron_table1.md discusses the result.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEVICES, STEPS, WARMUP = 4, 8, 3
+DEVICES, STEPS, WARMUP = 4, 16, 4
 
 
 def spec_with(hardware_block: str, parallel_block: str, microbatches: int | None = None) -> str:

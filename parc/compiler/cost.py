@@ -189,3 +189,17 @@ class CostModel:
 
 def optimizer_state_bytes(name: str) -> int:
     return OPTIMIZER_STATE_BYTES.get(name, 8)
+
+
+# The optimizer step reads and writes f32 state per parameter element: AdamW reads the
+# parameter, its gradient and two moments and writes three; SGD with momentum reads three and
+# writes two. torch steps CPU parameters one tensor at a time (about a dozen ops each) and CUDA
+# ones with multi-tensor kernels (about a dozen launches for all of them).
+OPTIMIZER_BYTES = {"adamw": 7 * 4, "sgd": 5 * 4}
+OPTIMIZER_OPS = 12
+
+
+def optimizer_time(hw: HardwareSpec, name: str, numel: float, tensors: int) -> float:
+    """One optimizer step over a rank's parameters."""
+    launches = OPTIMIZER_OPS * (tensors if hw.device == "cpu" else min(tensors, 1))
+    return numel * OPTIMIZER_BYTES.get(name, 28) / hw.mem_bw + launches * hw.op_overhead

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..dsl.spec import Spec
-from .cost import CostModel, optimizer_state_bytes
+from .cost import CostModel, optimizer_state_bytes, optimizer_time
 from .ir import Graph
 from .passes import lower
 from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
@@ -29,6 +29,7 @@ class StageInfo:
     act_bytes: float  # saved per microbatch
     send_bytes: float  # activations sent to the next stage per microbatch
     flops: float = 0.0
+    param_tensors: int = 0
 
 
 @dataclass
@@ -95,7 +96,8 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             s, s % pp, [u.name for u in group], sum(u.fwd for u in group),
             sum(u.bwd_input for u in group), sum(u.bwd_weight for u in group),
             sum(u.step for u in group), sum(u.param_numel for u in group),
-            sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group)))
+            sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group),
+            sum(u.param_tensors for u in group)))
     recompute = "all" in config.recompute
     split = config.family == "zb_h1"
     times = {}
@@ -140,7 +142,10 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
         memory.append(RankMemory(numel * 4, numel * 4, numel * optimizer_state_bytes(optimizer),
                                  acts))
     step_extra = max((sum(st.step for st in stages if st.rank == r) +
-                      memory[r].params * 4 / cost.hw.mem_bw for r in range(pp)), default=0.0)
+                      optimizer_time(cost.hw, optimizer,
+                                     sum(st.param_numel for st in stages if st.rank == r),
+                                     sum(st.param_tensors for st in stages if st.rank == r))
+                      for r in range(pp)), default=0.0)
     return Prediction(stages, schedule, simulation, memory, simulation.step_time + step_extra)
 
 

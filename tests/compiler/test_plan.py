@@ -201,3 +201,15 @@ def test_recompute_all_holds_one_stage_forward_at_the_backward():
         assert memory.activations >= whole
         assert memory.activations == pytest.approx(
             whole + plan.simulation.peak_activation_bytes[rank])
+
+
+def test_optimizer_step_is_bytes_plus_launches():
+    from dataclasses import replace
+
+    from parc.compiler.cost import optimizer_time
+
+    hw = check_file(ROOT / "examples/gpt2_small.par").parallel.hardware
+    gpu = optimizer_time(hw, "adamw", 1e9, 100)
+    assert gpu == pytest.approx(1e9 * 28 / hw.mem_bw + 12 * hw.op_overhead)  # multi-tensor
+    cpu = optimizer_time(replace(hw, device="cpu"), "adamw", 1e9, 100)
+    assert cpu - gpu == pytest.approx(99 * 12 * hw.op_overhead)  # one tensor at a time

@@ -40,6 +40,7 @@ class Unit:
     comm_bytes: float = 0.0  # collective traffic per microbatch, forward and backward
     sync_bytes: float = 0.0  # parameter gradient sync traffic, once per step
     param_numel: float = 0.0  # local elements of the parameters it owns
+    param_tensors: int = 0  # how many parameters it owns
     act_bytes: float = 0.0  # saved for backward, one microbatch
     out_bytes: float = 0.0  # what it hands to the next unit, one microbatch
 
@@ -113,6 +114,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
     for p in graph.params:
         if p.name in owner:
             owner[p.name].param_numel += cost.local_numel(p.name)
+            owner[p.name].param_tensors += 1
     unit_of_op = {i: k for k, u in enumerate(units) for i in u.ops}
     last_reader: dict[str, int] = {}
     for i, op in enumerate(graph.ops):
