@@ -14,6 +14,7 @@ from ..dsl.spec import HardwareSpec
 from ..ops.catalog import CATALOG
 from ..ops.comm import COMMS, SYNC_BUCKET_BYTES, backward_bytes, forward_bytes, ring_time
 from ..ops.costs import nbytes, numel, op_cost
+from ..ops.sbp import Sbp
 from .ir import Graph, Op
 
 BACKWARD_COMM = {"grad_all_reduce": "all_reduce", "all_gather": "reduce_scatter",
@@ -156,9 +157,26 @@ class CostModel:
         extra = 0.0 if op.outputs[0] in self.inner else self.hw.op_overhead
         bwd_input = self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd)
         bwd_weight = self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd)
+        fwd += self.vocab_parallel_time(op)
         return OpTime(fwd + extra, bwd_input + (extra if input_flops or not weight_flops else 0),
                       bwd_weight + (extra if weight_flops else 0.0),
                       flops=(cost.flops_fwd + input_flops + weight_flops) / n)
+
+    def vocab_parallel_time(self, op: Op) -> float:
+        """Cross-entropy over a split vocabulary all-reduces three f32 numbers per row (max,
+        exp-sum, target logit) over each axis that splits it."""
+        if op.kind != "cross_entropy":
+            return 0.0
+        logits = self.graph.values[op.inputs[0]]
+        vocab = logits.type.rank - 1
+        total = 0.0
+        for axis in self.graph.sbp_axes:
+            if logits.sbp is not None and logits.sbp.on(axis) == Sbp("S", vocab):
+                bandwidth, latency = self.axis_link(axis)
+                size = 4 * self.local_numel(op.inputs[1])
+                total += 3 * ring_time("all_reduce", size, self.graph.axis_size(axis),
+                                       bandwidth, latency)
+        return total
 
     def comm_bytes(self, op: Op) -> float:
         """Total bytes a communication op moves over its axis, forward and backward."""

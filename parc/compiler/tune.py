@@ -78,8 +78,32 @@ def _param_names(spec: Spec) -> list[str]:
     return [p.name for p in spec.model.params]
 
 
+def _vocab_params(spec: Spec, tp: int) -> tuple[list[str], list[str]]:
+    """Megatron's vocabulary-parallel embedding and head: (embedding tables to split by rows,
+    untied head weights to split by columns), when tp divides their vocabulary."""
+    by_value = {p.value: p for p in spec.model.params}
+    producer = {out: op for op in spec.model.ops for out in op.outputs}
+
+    def divisible(param, dim: int) -> bool:
+        size = param.type.shape[dim].as_int()
+        return size is not None and size % tp == 0
+
+    tables = [by_value[op.inputs[1]] for op in spec.model.ops
+              if op.kind == "embedding" and op.inputs[1] in by_value]
+    heads = []
+    for op in spec.model.ops:
+        matmul = producer.get(op.inputs[0]) if op.kind == "cross_entropy" else None
+        if matmul is not None and matmul.kind == "matmul":
+            weight = by_value.get(matmul.inputs[1])
+            if weight is not None and weight not in tables:
+                heads.append(weight)
+    return ([p.name for p in tables if divisible(p, 0)],
+            [p.name for p in heads if divisible(p, -1)])
+
+
 def sbp_rules(spec: Spec, dp: int, tp: int, zero: bool) -> list[str]:
-    """SBP rules for a mesh: batch over dp, Megatron's pattern over tp, ZeRO over dp."""
+    """SBP rules for a mesh: batch over dp, Megatron's pattern over tp (vocabulary-parallel
+    embedding and head included), ZeRO over dp."""
     names = _param_names(spec)
     rules = []
     inputs = ", ".join(i.name for i in spec.model.inputs)
@@ -98,6 +122,11 @@ def sbp_rules(spec: Spec, dp: int, tp: int, zero: bool) -> list[str]:
         if present(ROW):
             rules.append(", ".join(present(ROW)) + ": S(0)@tp" + (", S(1)@dp" if dp_extra
                                                                   else ""))
+        tables, heads = _vocab_params(spec, tp)
+        if tables:
+            rules.append(", ".join(tables) + ": S(0)@tp")
+        if heads:
+            rules.append(", ".join(heads) + ": S(1)@tp" + dp_extra)
     if dp_extra:
         rules.append("*.w: S(0)@dp")
     return rules
@@ -237,11 +266,9 @@ def _candidates(spec: Spec, hw: HardwareSpec, devices: int) -> list[Candidate]:
             if pp > max(1, layers) or spec.train.batch % dp:
                 continue
             per_dp = spec.train.batch // dp
-            # without a pipeline, microbatches only trade activation memory for smaller
-            # kernels: every power of two down to microbatches of one sample
-            counts = [2 ** k for k in range(per_dp.bit_length())] if pp == 1 else \
-                [pp * k for k in (1, 2, 4, 8, 16)]
-            counts = [m for m in counts if per_dp % m == 0]
+            # every count that divides the batch, down to microbatches of one sample; a
+            # pipeline needs at least one microbatch per stage
+            counts = [m for m in _divisors(per_dp) if m >= pp]
             families = [("1f1b", 1)] if pp == 1 else [("gpipe", 1), ("1f1b", 1), ("zb_h1", 1)]
             if pp > 1:
                 families += [("interleaved", v) for v in (2, 4) if layers % (pp * v) == 0]

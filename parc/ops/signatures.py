@@ -137,7 +137,9 @@ def _attention(ins, outs, attrs) -> list[Signature]:
 
 def _cross_entropy(ins, outs, attrs) -> list[Signature]:
     logits, _targets = ins
-    return [((B, B), (B,))] + [((S(k), S(k)), (P,)) for k in range(logits.rank - 1)]
+    vocab = logits.rank - 1  # split vocabulary: row max, exp-sum and target logit all-reduced
+    return [((B, B), (B,))] + [((S(k), S(k)), (P,)) for k in range(vocab)] + [
+        ((S(vocab), B), (B,))]
 
 
 def _reduce(ins, outs, attrs) -> list[Signature]:

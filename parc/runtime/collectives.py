@@ -134,11 +134,67 @@ def to_partial(x: torch.Tensor, group, dim: int) -> torch.Tensor:
     return torch.cat(pieces, dim=dim)
 
 
-def vocab_parallel_embedding(ids: torch.Tensor, table: torch.Tensor, group) -> torch.Tensor:
+def _shard_start(local: int, groups: list) -> int:
+    """Where this rank's slice of a dim split over `groups` (outermost first) begins."""
+    start, width = 0, local
+    for group in groups:
+        width *= _size(group)
+    for group in groups:
+        width //= _size(group)
+        start += _rank(group) * width
+    return start
+
+
+def vocab_parallel_embedding(ids: torch.Tensor, table: torch.Tensor, groups: list) -> torch.Tensor:
     """embedding with the table split by rows (S(0)): look up local rows, zeros elsewhere (P)."""
     rows = table.shape[0]
-    start = _rank(group) * rows
-    local = ids - start
+    local = ids - _shard_start(rows, groups)
     hit = (local >= 0) & (local < rows)
     out = torch.nn.functional.embedding(local.clamp(0, rows - 1), table)
     return out * hit.unsqueeze(-1).to(out.dtype)
+
+
+def _all_reduce_over(x: torch.Tensor, groups: list, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    for group in groups:
+        if group is not None:
+            dist.all_reduce(x, op=op, group=group)
+    return x
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of logits whose vocabulary is split over `groups`: each rank reduces
+    its slice to a row max, a sum of exponentials and the target's logit where it holds the
+    target; three all-reduces of one number per row make every rank's loss the whole one. The
+    gradient (softmax minus one-hot) needs no communication."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, groups):
+        x = logits.float().flatten(0, -2)
+        t = targets.flatten()
+        rows, width = x.shape
+        top = _all_reduce_over(x.max(dim=-1).values, groups, dist.ReduceOp.MAX)
+        exp = torch.exp(x - top.unsqueeze(-1))
+        total = _all_reduce_over(exp.sum(dim=-1), groups)
+        local = t - _shard_start(width, groups)
+        hit = (local >= 0) & (local < width)
+        picked = x.gather(1, local.clamp(0, width - 1).unsqueeze(-1)).squeeze(-1)
+        target = _all_reduce_over(picked * hit, groups)
+        ctx.save_for_backward(exp / total.unsqueeze(-1), local, hit)
+        ctx.shape, ctx.dtype = logits.shape, logits.dtype
+        return (torch.log(total) + top - target).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, local, hit = ctx.saved_tensors
+        rows, width = probs.shape
+        onehot = torch.zeros_like(probs)
+        onehot.scatter_(1, local.clamp(0, width - 1).unsqueeze(-1),
+                        hit.to(probs.dtype).unsqueeze(-1))
+        dx = (probs - onehot) * (grad / rows)
+        return dx.view(ctx.shape).to(ctx.dtype), None, None
+
+
+def vocab_parallel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                                 groups: list) -> torch.Tensor:
+    """cross_entropy with logits S(-1) over `groups`: the whole mean loss on every rank (B)."""
+    return _VocabParallelCrossEntropy.apply(logits, targets, groups)

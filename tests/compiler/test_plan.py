@@ -213,3 +213,17 @@ def test_optimizer_step_is_bytes_plus_launches():
     assert gpu == pytest.approx(1e9 * 28 / hw.mem_bw + 12 * hw.op_overhead)  # multi-tensor
     cpu = optimizer_time(replace(hw, device="cpu"), "adamw", 1e9, 100)
     assert cpu - gpu == pytest.approx(99 * 12 * hw.op_overhead)  # one tensor at a time
+
+
+def test_vocabulary_parallel_loss_pays_three_row_all_reduces():
+    text = (ROOT / "examples/gpt2_small.par").read_text()
+    spec = check_text(text.replace("    *: B", "    embed.wte: S(0)@tp\n    *: B"), "vocab.par")
+    graph = lower(spec)
+    cost = CostModel(graph, spec.parallel.hardware)
+    loss = next(op for op in graph.ops if op.kind == "cross_entropy")
+    assert str(graph.values[loss.inputs[0]].sbp).endswith("S(2)@tp")
+    bandwidth, latency = cost.axis_link("tp")
+    rows = 32 * 1024 / 2  # the microbatch's tokens on one dp shard
+    per = 2 * latency + 2 * (4 * rows) / 2 / bandwidth  # all-reduce of one f32 per row, n = 2
+    assert cost.vocab_parallel_time(loss) == pytest.approx(3 * per)
+    assert cost.op_time(loss).fwd > 3 * per

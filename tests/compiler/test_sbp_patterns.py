@@ -61,7 +61,8 @@ def test_attention_splits_heads_over_tp(tp):
 
 def test_two_dimensional_mesh_combines_data_and_tensor_parallelism(tp):
     counts = Counter((op.kind, op.attr("axis")) for op in comm_ops(tp))
-    assert counts == {("all_reduce", "tp"): 8, ("grad_all_reduce", "tp"): 8,
+    # two each way per block, and the vocabulary-parallel embedding (forward) and head (backward)
+    assert counts == {("all_reduce", "tp"): 9, ("grad_all_reduce", "tp"): 9,
                       ("grad_all_reduce", "dp"): len(tp.params)}
 
 
@@ -87,15 +88,31 @@ def test_gpt2_small_communication_matches_a_hand_count():
 
 def test_bad_annotations_are_diagnostics_at_their_line():
     base = (ROOT / "examples/gpt_tp.par").read_text()
-    text = base.replace("    *: B\n", "    embed.wte: S(1)@tp, S(0)@tp\n    *: B\n")
+    text = base.replace("    *: B\n", "    embed.wpe: S(1)@tp, S(0)@tp\n    *: B\n")
     with pytest.raises(ParcError) as exc:
         check_text(text, "t.par")
     (diag,) = exc.value.diagnostics
     assert diag.code == "E312" and text.splitlines()[diag.span.line - 1].strip().startswith(
-        "embed.wte")
+        "embed.wpe")
     six = base.replace("vocab = 64", "vocab = 6").replace("mesh (dp = 2, tp = 2)", "mesh (tp = 4)")
-    six = six.replace("tokens, targets: S(0)@dp\n", "embed.wte: S(0)@tp\n")
+    six = six.replace("tokens, targets: S(0)@dp\n", "")
     with pytest.raises(ParcError) as exc:
         check_text(six, "six.par")
     messages = [d.message for d in exc.value.diagnostics]
     assert any("does not split evenly over `tp` (4 devices)" in m for m in messages)
+
+
+def test_vocabulary_parallel_head_never_gathers_the_logits(tp):
+    """Megatron's vocabulary-parallel embedding and cross-entropy: the tied table split by rows
+    over tp; the logits stay split by vocabulary into the loss, which is whole on every rank."""
+    graph = tp
+    loss = next(op for op in graph.ops if op.kind == "cross_entropy")
+    logits = graph.values[loss.inputs[0]]
+    assert str(logits.sbp) == "S(0)@dp, S(2)@tp"
+    assert str(graph.values[loss.outputs[0]].sbp) == "P@dp, B@tp"
+    head = [(op.kind, op.attr("axis")) for op in comm_ops(graph, "lm_loss")
+            if op.attr("axis") == "tp"]
+    assert head == [("grad_all_reduce", "tp")]  # only the hidden state's gradient
+    embed = [(op.kind, op.attr("axis")) for op in comm_ops(graph, "embed")
+             if op.attr("axis") == "tp"]
+    assert embed == [("all_reduce", "tp")]  # each rank looked up its own rows

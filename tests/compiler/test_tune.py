@@ -103,3 +103,24 @@ def test_without_a_pipeline_microbatches_go_down_to_one_sample():
     counts = {c.microbatches for c in _candidates(spec, spec.parallel.hardware, 8)
               if c.pp == 1 and c.dp == 8}
     assert counts == {1, 2, 4, 8, 16, 32, 64}  # 512 samples over dp = 8: 64 per rank
+
+
+def test_tensor_parallel_plans_split_the_vocabulary():
+    gpt = check_file(ROOT / "examples/gpt_tiny.par")
+    assert "embed.wte: S(0)@tp" in sbp_rules(gpt, 1, 2, False)  # tied: table rows only
+    llama = check_file(ROOT / "examples/llama_tiny.par")
+    rules = sbp_rules(llama, 2, 2, True)
+    assert "llama_embed.wte: S(0)@tp" in rules
+    assert "llama_loss.output.w: S(1)@tp, S(0)@dp" in rules  # untied head: columns, and ZeRO
+    odd = check_text((ROOT / "examples/gpt_tiny.par").read_text().replace(
+        "vocab = 64", "vocab = 65"), "odd.par")
+    assert not any("wte" in r for r in sbp_rules(odd, 1, 2, False))  # 65 rows do not split
+
+
+def test_pipeline_microbatch_counts_are_every_divisor_from_pp_up():
+    text = (ROOT / "examples/gpt2_small.par").read_text().replace(
+        "batch 512; microbatches 16", "batch 448; microbatches 16")
+    spec = check_text(text, "b448.par")
+    counts = {c.microbatches for c in _candidates(spec, spec.parallel.hardware, 8)
+              if c.pp == 4 and c.dp == 2 and c.family == "1f1b"}
+    assert counts == {4, 7, 8, 14, 16, 28, 32, 56, 112, 224}  # 224 samples per dp rank

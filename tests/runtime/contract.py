@@ -28,6 +28,10 @@ LLAMA_TP = """    tokens, targets: S(0)@dp
     llama_block[*].attn.q.w, llama_block[*].attn.k.w, llama_block[*].attn.v.w: S(1)@tp
     llama_block[*].ffn.gate.w, llama_block[*].ffn.up.w: S(1)@tp
     llama_block[*].attn.proj.w, llama_block[*].ffn.down.w: S(0)@tp"""
+# Vocabulary-parallel embedding and head (Megatron's): table rows and head columns over tp,
+# so the cross-entropy runs on split logits.
+GPT_VOCAB = "\n    embed.wte: S(0)@tp"
+LLAMA_VOCAB = "\n    llama_embed.wte: S(0)@tp\n    llama_loss.output.w: S(1)@tp"
 
 
 def variant(example: str, mesh: str, schedule: str = "1f1b", sbp: str = "",

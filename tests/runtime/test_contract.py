@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from .contract import GPT_TP, LLAMA_TP, compare, compile_pair, launch, variant
+from .contract import (
+    GPT_TP,
+    GPT_VOCAB,
+    LLAMA_TP,
+    LLAMA_VOCAB,
+    compare,
+    compile_pair,
+    launch,
+    variant,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -19,27 +28,31 @@ PLANS = {
     "zb_h1_pp4": dict(mesh="pp = 4", schedule="zb_h1"),
     "skip_pp4": dict(mesh="pp = 4", schedule="skip(ratio = 0.5, seed = 1)", layers=8),
     "dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp"),
-    "tp2_pp2": dict(mesh="pp = 2, tp = 2", sbp="TP"),
+    "tp2_pp2_vocab": dict(mesh="pp = 2, tp = 2", sbp="TP+VOCAB"),
     "dp2_tp2": dict(mesh="dp = 2, tp = 2", sbp="TP"),
     "dp4": dict(mesh="dp = 4", sbp="    tokens, targets: S(0)@dp"),
     "recompute_zb_pp4": dict(mesh="pp = 4", schedule="zb_h1", extra="  recompute all\n"),
     "recompute_blocks_dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp",
                                      extra="  recompute BLOCK\n"),
 }
-MODELS = {"gpt": ("gpt_tiny.par", GPT_TP, "block"),
-          "llama": ("llama_tiny.par", LLAMA_TP, "llama_block")}
+MODELS = {"gpt": ("gpt_tiny.par", GPT_TP, GPT_VOCAB, "block"),
+          "llama": ("llama_tiny.par", LLAMA_TP, LLAMA_VOCAB, "llama_block")}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_one_step_matches_reference(model, tmp_path: Path):
-    example, tp, block = MODELS[model]
+    example, tp, vocab, block = MODELS[model]
     compiled = {}
     for name, kw in PLANS.items():
         kw = dict(kw)
-        if kw.get("sbp") == "TP":
-            kw["sbp"] = tp
+        if kw.get("sbp", "").startswith("TP"):
+            kw["sbp"] = tp + (vocab if kw["sbp"] == "TP+VOCAB" else "")
         kw["extra"] = kw.get("extra", "").replace("BLOCK", block)
         compiled[name] = compile_pair(variant(example, **kw), f"{model}_{name}", tmp_path)
+        if name.endswith("_vocab"):  # the head really runs on split logits
+            stages = "".join(p.read_text() for p in compiled[name][0].glob("stage_*.py"))
+            assert "C.vocab_parallel_cross_entropy(" in stages
+            assert "C.vocab_parallel_embedding(" in stages
     launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=1)
     failures = []
     for name, (_, ref) in compiled.items():

@@ -252,14 +252,13 @@ class Emitter:
         attrs = CATALOG[op.kind].full_attrs(op.attrs)
         if op.kind == "reshape":
             attrs["shape_local"] = self.local_shape(op.outputs[0])
-        if op.kind == "embedding":
-            table = g.values[op.inputs[1]].sbp
-            rows = [a for a, s in (table.axes if table else ()) if s == _split(0)]
-            if rows:
-                return (f'{outs} = C.vocab_parallel_embedding({args[0]}, {args[1]}, '
-                        f'self.groups["{rows[0]}"]){comment}')
         expr = None
-        if self.kernels == "triton":
+        vocab = self.vocab_groups(op)
+        if vocab and op.kind == "embedding":
+            expr = f"C.vocab_parallel_embedding({args[0]}, {args[1]}, {vocab})"
+        elif vocab:
+            expr = f"C.vocab_parallel_cross_entropy({args[0]}, {args[1]}, {vocab})"
+        if expr is None and self.kernels == "triton":
             expr = triton_lowering(op.kind, args, attrs)
         if expr is None:
             expr = torch_lowering(op.kind, args, ins, attrs)
@@ -267,6 +266,19 @@ class Emitter:
         if factor != 1:
             expr = f"({expr}) / {factor}"
         return f"{outs} = {expr}{comment}"
+
+    def vocab_groups(self, op: Op) -> str | None:
+        """The process groups (outermost axis first) an embedding table's rows or the logits'
+        vocabulary are split over, as code; None when the op sees the whole vocabulary."""
+        if op.kind not in ("embedding", "cross_entropy"):
+            return None
+        value = self.graph.values[op.inputs[1] if op.kind == "embedding" else op.inputs[0]]
+        vocab_dim = 0 if op.kind == "embedding" else value.type.rank - 1
+        axes = [a for a, s in (value.sbp.axes if value.sbp else ())
+                if s.kind == "S" and s.dim == vocab_dim]
+        if not axes:
+            return None
+        return "[" + ", ".join(f'self.groups["{a}"]' for a in axes) + "]"
 
     def reduction_factor(self, op: Op) -> int:
         """A mean over a shard: divide by the ways the result is a partial sum of it."""
@@ -279,12 +291,6 @@ class Emitter:
             if out.on(axis).kind == "P" and first.on(axis).kind == "S":
                 factor *= self.graph.axis_size(axis)
         return factor
-
-
-def _split(dim: int):
-    from ...ops.sbp import Sbp
-
-    return Sbp("S", dim)
 
 
 def dtype_name(t: TensorT) -> str:

@@ -44,7 +44,10 @@ def test_generated_code_passes_ruff(programs):
 
 def test_collectives_are_written_out_by_axis(programs):
     stage = (programs / "gpt_tp" / "stage_0.py").read_text()
-    assert stage.count('C.all_reduce(') == 8 and stage.count('C.grad_all_reduce(') == 8
+    # two each way per block, one each for the vocabulary-parallel embedding and head
+    assert stage.count('C.all_reduce(') == 9 and stage.count('C.grad_all_reduce(') == 9
+    assert 'C.vocab_parallel_embedding(tokens, self.embed_wte, [self.groups["tp"]])' in stage
+    assert 'C.vocab_parallel_cross_entropy(' in stage
     assert 'self.groups["tp"]' in stage
     assert "# block[1].mlp.fc2" in stage  # scopes head each group of lines
     assert '("block_0_mlp_fc1_w", "dp")' in stage  # data-parallel sync once per step
