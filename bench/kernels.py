@@ -1,10 +1,12 @@
 """parc's Triton kernels against torch eager and torch.compile, on a CUDA GPU.
 
 Shapes are GPT-2 small (d = 768, vocab 50304) and LLaMA-7B (d = 4096, vocab 32000) widths with
-8 x 2048 tokens, in bf16. Each kernel's forward and backward are timed with
-triton.testing.do_bench; bandwidth is the bytes a kernel must move (inputs read, outputs
-written) over its time, reported against the device's memory bandwidth. Prints a table and
-writes bench/out/kernels.json. Needs a GPU: without one it says so and exits 1.
+8 x 2048 tokens, in bf16: the library kernels, and generated kernels of the fuse pass (bias +
+residual + layer norm, residual + RMS norm, bias + GELU, SwiGLU). Each kernel's forward and
+backward are timed with triton.testing.do_bench; bandwidth is the bytes a kernel must move
+(inputs read, outputs written) over its time, reported against the device's memory
+bandwidth. Prints a table and writes bench/out/kernels.json. Needs a GPU: without one it says
+so and exits 1.
 
     python bench/kernels.py [--mem-bw 3.35e12]
 """
@@ -24,22 +26,62 @@ sys.path.insert(0, str(ROOT))
 
 TOKENS = 8 * 2048
 WIDTHS = {"gpt2_small": (768, 50304), "llama_7b": (4096, 32000)}
+# generated kernels of the fuse pass, found by their chain of ops in the tiny examples (the
+# kernels take the row width at run time, so the tiny model's kernels serve any width)
+GENERATED = {("add", "add", "layer_norm"): ("gpt_tiny", "bias_residual_layer_norm"),
+             ("add", "gelu"): ("gpt_tiny", "bias_gelu"),
+             ("add", "rms_norm"): ("llama_tiny", "residual_rms_norm"),
+             ("silu", "mul"): ("llama_tiny", "swiglu")}
 
 
-def cases(d: int, vocab: int, dtype) -> dict:
+def generated_kernels(where: Path) -> dict:
+    """name -> the generated kernel function, from programs compiled with `--kernels triton`."""
+    from parc.compiler.codegen.emit import Emitter
+    from parc.compiler.codegen.program import write_program
+    from parc.compiler.plan import make_plan
+    from parc.dsl.check import check_file
+    from parc.runtime.programs import sibling
+
+    found = {}
+    for example in sorted({e for e, _ in GENERATED.values()}):
+        plan = make_plan(check_file(ROOT / "examples" / f"{example}.par"))
+        emitter = Emitter(plan, "triton")
+        emitter.stages()
+        directory = write_program(plan, where / example, example, "triton")
+        module = sibling(str(directory / "main.py"), "kernels")
+        for kernel in emitter.fused:
+            chain = tuple(op.kind for op in kernel.ops)
+            if chain in GENERATED and GENERATED[chain][0] == example:
+                found.setdefault(GENERATED[chain][1], getattr(module, kernel.name))
+    return found
+
+
+def cases(d: int, vocab: int, dtype, generated: dict, device: str = "cuda",
+          tokens: int = TOKENS, seq: int = 2048) -> dict:
+    """name -> (parc's function, torch's, differentiable inputs, bytes it must move)."""
     from parc.runtime.functional import rope as rope_torch
     from parc.stdlib.kernels import cross_entropy, layer_norm, rms_norm, rope
 
-    dev = "cuda"
-    x = torch.randn(TOKENS, d, device=dev, dtype=dtype, requires_grad=True)
-    w = torch.randn(d, device=dev, dtype=dtype, requires_grad=True)
-    b = torch.randn(d, device=dev, dtype=dtype, requires_grad=True)
-    heads = d // 64
-    q = torch.randn(8, heads, 2048, 64, device=dev, dtype=dtype, requires_grad=True)
-    rows = 2048  # cross-entropy over the whole vocabulary for 2048 tokens
-    logits = torch.randn(rows, vocab, device=dev, dtype=dtype, requires_grad=True)
-    targets = torch.randint(0, vocab, (rows,), device=dev)
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+
+    x, r, w, b, bias = rand(tokens, d), rand(tokens, d), rand(d), rand(d), rand(d)
+    wide, gate = rand(tokens, 4 * d), rand(tokens, 4 * d)
+    q = rand(tokens // seq, d // 64, seq, 64)
+    rows = min(tokens, 2048)  # cross-entropy over the whole vocabulary for 2048 tokens
+    logits = rand(rows, vocab)
+    targets = torch.randint(0, vocab, (rows,), device=device)
     size = x.numel() * x.element_size()
+
+    def residual_ln():
+        h = x + (r + bias)
+        return h, F.layer_norm(h, (d,), w, b)
+
+    def residual_rms():
+        h = x + r
+        return h, F.rms_norm(h, (d,), w)
+
+    g = generated
     return {
         "layer_norm": (lambda: layer_norm(x, w, b), lambda: F.layer_norm(x, (d,), w, b),
                        (x, w, b), 2 * size),
@@ -49,6 +91,16 @@ def cases(d: int, vocab: int, dtype) -> dict:
         "cross_entropy": (lambda: cross_entropy(logits, targets),
                           lambda: F.cross_entropy(logits.float(), targets), (logits,),
                           logits.numel() * logits.element_size()),
+        # generated: read the two summands, write the sum (the residual stream) and its norm
+        "bias_residual_ln": (lambda: g["bias_residual_layer_norm"](r, bias, x, w, b),
+                             residual_ln, (x, r, bias, w, b), 4 * size),
+        "residual_rms": (lambda: g["residual_rms_norm"](x, r, w), residual_rms, (x, r, w),
+                         4 * size),
+        "bias_gelu": (lambda: g["bias_gelu"](wide, bias.repeat(4)),
+                      lambda: F.gelu(wide + bias.repeat(4), approximate="tanh"),
+                      (wide, bias), 2 * wide.numel() * wide.element_size()),
+        "swiglu": (lambda: g["swiglu"](wide, gate), lambda: F.silu(wide) * gate, (wide, gate),
+                   3 * wide.numel() * wide.element_size()),
     }
 
 
@@ -57,12 +109,14 @@ def bench(fn, inputs) -> tuple[float, float]:
     from triton.testing import do_bench
 
     fwd = do_bench(fn)
+    return fwd, do_bench(lambda: backward(fn, inputs))
 
-    def both():
-        out = fn()
-        grads = torch.ones_like(out) if out.dim() else None
-        torch.autograd.grad(out, inputs, grads)
-    return fwd, do_bench(both)
+
+def backward(fn, inputs) -> tuple:
+    """Run `fn` and its backward into `inputs` (ones as the gradient of every output)."""
+    out = fn()
+    outs = list(out) if isinstance(out, tuple) else [out]
+    return torch.autograd.grad(outs, inputs, [torch.ones_like(o) for o in outs])
 
 
 def main() -> None:
@@ -73,11 +127,15 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("bench/kernels.py needs a CUDA GPU (the interpreter's timings mean nothing)")
         sys.exit(1)
+    import tempfile
+
+    generated = generated_kernels(Path(tempfile.mkdtemp()))
     rows = []
     print(f"{'model':<11} {'kernel':<14} {'parc ms':>8} {'eager ms':>9} {'compile ms':>11} "
           f"{'parc GB/s':>10} {'of peak':>8} {'fwd+bwd parc/compile':>21}")
     for model, (d, vocab) in WIDTHS.items():
-        for name, (ours, eager, inputs, moved) in cases(d, vocab, torch.bfloat16).items():
+        for name, (ours, eager, inputs, moved) in cases(d, vocab, torch.bfloat16,
+                                                             generated).items():
             compiled = torch.compile(eager)
             p_fwd, p_both = bench(ours, inputs)
             e_fwd, _ = bench(eager, inputs)

@@ -82,13 +82,20 @@ def test_triton_kernels_match_the_torch_reference(tmp_path: Path):
         "gpt_1f1b_pp4": ("gpt_tiny.par", dict(mesh="pp = 4", schedule="1f1b")),
         "gpt_dp2_tp2": ("gpt_tiny.par", dict(mesh="dp = 2, tp = 2", sbp=GPT_TP)),
         "llama_1f1b_pp4": ("llama_tiny.par", dict(mesh="pp = 4", schedule="1f1b")),
+        # fused kernels inside calls recomputed in the backward pass
+        "gpt_recompute_dp2_pp2": ("gpt_tiny.par", dict(
+            mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp",
+            extra="  recompute block\n")),
     }
     compiled = {name: compile_pair(variant(example, **kw), name, tmp_path, kernels="triton")
                 for name, (example, kw) in plans.items()}
+    library_norms = 0
     for dist_dir, _ in compiled.values():
         stages = "".join(p.read_text() for p in dist_dir.glob("stage_*.py"))
-        assert "K.layer_norm(" in stages or "K.rms_norm(" in stages
-        assert "K.cross_entropy(" in stages
+        assert "K.cross_entropy(" in stages and "kernels.fused_" in stages
+        assert "_norm" in (dist_dir / "kernels.py").read_text()  # residual + norm kernels
+        library_norms += stages.count("K.layer_norm(") + stages.count("K.rms_norm(")
+    assert library_norms  # a norm whose input comes from another stage or call
     launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=1)
     for name, (_, ref) in compiled.items():
         compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump")

@@ -109,3 +109,28 @@ def test_every_kernel_compiles_for_an_h100():
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == 7
+
+
+def test_gpu_benchmark_cases_run_interpreted(tmp_path):
+    """bench/kernels.py's cases (library and generated kernels, as the GPU run times them) at
+    a small width on CPU: parc's function equals torch's, forward and backward, so the first
+    session with a GPU spends its time measuring."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    generated = bench.generated_kernels(tmp_path)
+    assert set(generated) == {name for _, name in bench.GENERATED.values()}
+    cases = bench.cases(64, 96, torch.float32, generated, device="cpu", tokens=16, seq=8)
+    assert len(cases) == 8
+    for name, (ours, eager, inputs, moved) in cases.items():
+        assert moved > 0
+        got, want = ours(), eager()
+        for a, b in zip(got if isinstance(got, tuple) else [got],
+                        want if isinstance(want, tuple) else [want]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+        for a, b in zip(bench.backward(ours, inputs), bench.backward(eager, inputs)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)

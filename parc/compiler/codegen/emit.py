@@ -14,12 +14,22 @@ from ...ops.comm import COMMS
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.types import TensorT
 from ..ir import Graph, Op
-from ..passes.fuse import fuse
+from ..passes.fuse import fuse, recompute_instance
 from ..plan import Plan
 from . import fused as fused_kernels
 from .fused import FusedKernel
 
 REDUCTIONS = {"cross_entropy", "mean"}  # a local mean over a shard is 1/n of a partial sum
+
+
+@dataclass
+class _Item:
+    """One line of a stage's forward: what it reads and writes (IR names)."""
+    line: str
+    scope: str
+    instance: str | None  # the recomputed call instance it belongs to, if any
+    reads: list[str]
+    writes: list[str]
 
 
 @dataclass
@@ -69,7 +79,8 @@ class Emitter:
         self.plan = plan
         self.kernels = kernels  # "triton": row-wise ops use parc.stdlib.kernels
         # triton also fuses elementwise chains into generated kernels
-        self.graph: Graph = fuse(plan.graph) if kernels == "triton" else plan.graph
+        self.graph: Graph = fuse(plan.graph, plan.spec.parallel.recompute) \
+            if kernels == "triton" else plan.graph
         self.fused: list[FusedKernel] = []
         self.batch = dict(self.graph.bindings).get("batch", 1)
         self.params = {p.name: p for p in self.graph.params}
@@ -153,28 +164,35 @@ class Emitter:
 
     def emit_ops(self, code: StageCode, ops: list[Op]) -> None:
         used_params: list[str] = []
-        items: list[tuple[Op, str, str | None]] = []  # (op, line, recomputed call instance)
+        items: list[_Item] = []
         groups = fused_kernels.groups(self.graph, ops) if self.kernels == "triton" else {}
+        names = set(self.plan.spec.parallel.recompute)
         for op in ops:
             for name in op.inputs:
                 root = self.carriers.get(name, name)
                 if root in self.params and root not in used_params:
                     used_params.append(root)
             k = op.attr("kernel") if groups else None
+            instance = recompute_instance(op.scope, names - {"all"})
             if k is not None:
                 if op is not groups[k][-1]:
                     continue  # the group runs as one kernel, at its last member
-                line = self.fused_line(k, groups[k])
-            else:
-                line = self.line(code, op)
+                kernel = self.fused_kernel(k, groups[k])
+                reads = kernel.inputs + kernel.weights
+                outs = ", ".join(var(o) for o in kernel.outputs)
+                args = ", ".join(self.operand(n) for n in reads)
+                items.append(_Item(f"{outs} = kernels.{kernel.name}({args})", op.scope,
+                                   instance, reads, kernel.outputs))
+                continue
+            line = self.line(code, op)
             if line is not None:
-                items.append((op, line, self.recomputed(op.scope)))
+                items.append(_Item(line, op.scope, instance, list(op.inputs), list(op.outputs)))
         later = {v["name"] for v in code.live_out} | {dict(self.graph.outputs).get("loss", "")}
         i = 0
         while i < len(items):
-            instance = items[i][2]
+            instance = items[i].instance
             j = i + 1
-            while instance is not None and j < len(items) and items[j][2] == instance:
+            while instance is not None and j < len(items) and items[j].instance == instance:
                 j += 1
             if instance is None:
                 self.emit_lines(code.lines, items[i:j], "")
@@ -187,42 +205,32 @@ class Emitter:
                                           "causal_softmax", "rope", "checkpoint", "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
-    def fused_line(self, k: int, ops: list[Op]) -> str:
+    def fused_kernel(self, k: int, ops: list[Op]) -> FusedKernel:
         kernel = fused_kernels.build(self.graph, k, ops)
         self.fused.append(kernel)
-        args = ", ".join(self.operand(n) for n in kernel.inputs)
-        return f"{var(kernel.output)} = kernels.{kernel.name}({args})"
-
-    def recomputed(self, scope: str) -> str | None:
-        """The call instance (`block[3]`) whose activations are recomputed, if any."""
-        names = set(self.plan.spec.parallel.recompute) - {"all"}
-        parts = scope.split(".") if scope else []
-        for k, part in enumerate(parts):
-            if part.split("[", 1)[0] in names:
-                return ".".join(parts[:k + 1])
-        return None
+        return kernel
 
     @staticmethod
-    def emit_lines(out: list[str], items, indent: str, scope: str | None = None) -> None:
-        for op, line, _ in items:
-            if op.scope != scope:
-                scope = op.scope
+    def emit_lines(out: list[str], items: list[_Item], indent: str,
+                   scope: str | None = None) -> None:
+        for item in items:
+            if item.scope != scope:
+                scope = item.scope
                 out.append(f"{indent}# {scope or '(model)'}")
-            out.append(indent + line)
+            out.append(indent + item.line)
 
-    def emit_checkpoint(self, code: StageCode, items, instance: str, after, later) -> None:
+    def emit_checkpoint(self, code: StageCode, items: list[_Item], instance: str,
+                        after: list[_Item], later: set[str]) -> None:
         """Lines of one call as a function run under activation checkpointing."""
-        made = {o for op, _, _ in items for o in op.outputs}
-        made |= {o for op, line, _ in items if "kernels.fused_" in line
-                 for o in [line.split(" = ", 1)[0]]}
+        made = {o for item in items for o in item.writes}
         args: list[str] = []
-        for op, _, _ in items:
-            for name in op.inputs:
+        for item in items:
+            for name in item.reads:
                 if name not in made and not self.operand(name).startswith("self.") \
                         and var(name) not in args:
                     args.append(var(name))
-        needed = {n for op, _, _ in after for n in op.inputs} | later
-        results = [var(n) for op, _, _ in items for n in op.outputs if n in needed]
+        needed = {n for item in after for n in item.reads} | later
+        results = [var(n) for item in items for n in item.writes if n in needed]
         fn = attr(instance)
         code.lines.append(f"# {instance}: recomputed in the backward pass")
         code.lines.append(f"def {fn}({', '.join(args)}):")

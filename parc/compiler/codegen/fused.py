@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..ir import Graph, Op
+from ..passes.fuse import NORMS
 
 K_GELU = 0.7978845608028654  # sqrt(2 / pi)
 
@@ -60,39 +61,51 @@ def _derivatives(kind: str, a: list[str], out: str, g: str, attrs: dict) -> list
 @dataclass
 class FusedKernel:
     index: int
-    inputs: list[str]  # IR names of the operands, in kernel order
-    output: str
+    inputs: list[str]  # IR names of the chain's operands, in kernel order
+    output: str  # the last op's result (the norm's, in a row kernel)
     ops: list[Op]
     forward: list[str] = field(default_factory=list)  # kernel body lines
     backward: list[str] = field(default_factory=list)
+    norm: Op | None = None  # a row kernel: the chain's result normalised over the last dim
+    keeps_sum: bool = False  # a row kernel also stores the chain's result (used elsewhere)
 
     @property
     def name(self) -> str:
         return f"fused_{self.index}"
 
+    @property
+    def weights(self) -> list[str]:
+        """The norm's weight (and bias) operands, after the chain's."""
+        return list(self.norm.inputs[1:]) if self.norm is not None else []
 
-def build(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
-    made = {o for op in ops for o in op.outputs}
+    @property
+    def outputs(self) -> list[str]:
+        """IR names the kernel's call returns, in order."""
+        if self.norm is not None and self.keeps_sum:
+            return [self.norm.inputs[0], self.output]
+        return [self.output]
+
+
+def _chain(ops: list[Op], made: set[str]) -> tuple[list[str], list[tuple[Op, list[str], str]]]:
+    """The chain's operands, and each op with its operand variables and result variable."""
     inputs: list[str] = []
     for op in ops:
         for name in op.inputs:
             if name not in made and name not in inputs:
                 inputs.append(name)
-    kernel = FusedKernel(index, inputs, ops[-1].outputs[0], ops)
     local = {name: f"a{i}" for i, name in enumerate(inputs)}
     chain: list[tuple[Op, list[str], str]] = []
     for k, op in enumerate(ops):
         args = [local[n] for n in op.inputs]
         local[op.outputs[0]] = f"v{k}"
         chain.append((op, args, f"v{k}"))
-    loads = [f"a{i} = tl.load(I{i} + offs, mask=mask, other=1.0).to(tl.float32)"
-             for i in range(len(inputs))]
-    compute = [f"{out} = {FORWARD[op.kind].format(*args, **dict(op.attrs))}"
-               for op, args, out in chain]
-    kernel.forward = loads + compute + [
-        f"tl.store(Out + offs, {chain[-1][2]}.to(Out.dtype.element_ty), mask=mask)"]
+    return inputs, chain
+
+
+def _backward(chain: list[tuple[Op, list[str], str]], n_inputs: int) -> tuple[list[str], list[str]]:
+    """Lines applying each op's derivative in reverse from `gout`, and the gradient stores."""
     grads = {chain[-1][2]: "gout"}
-    back = ["gout = tl.load(DOut + offs, mask=mask, other=0.0).to(tl.float32)"]
+    back: list[str] = []
     for op, args, out in reversed(chain):
         g = grads.get(out)
         if g is None:
@@ -105,16 +118,92 @@ def build(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
                 back.append(f"{name} = {expr}")
                 grads[arg] = name
     stores = [f"tl.store(D{i} + offs, {grads.get(f'a{i}', '0.0 * gout')}, mask=mask)"
-              for i in range(len(inputs))]
-    needed = " ".join(back + stores)
-    recompute = []
-    for line in reversed(compute):  # only what the derivatives read
+              for i in range(n_inputs)]
+    return back, stores
+
+
+def _needed(lines: list[str], used: str) -> list[str]:
+    """The assignments among `lines` that `used` (and what they need in turn) reads."""
+    kept: list[str] = []
+    for line in reversed(lines):
         target = line.split(" = ", 1)[0]
-        if re.search(rf"\b{target}\b", needed):
-            recompute.insert(0, line)
-            needed += " " + line
-    reads = [line for line in loads if re.search(rf"\b{line.split(' = ', 1)[0]}\b", needed)]
+        if re.search(rf"\b{target}\b", used):
+            kept.insert(0, line)
+            used += " " + line
+    return kept
+
+
+def build(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
+    if ops[-1].kind in NORMS:
+        return _build_row(graph, index, ops)
+    made = {o for op in ops for o in op.outputs}
+    inputs, chain = _chain(ops, made)
+    kernel = FusedKernel(index, inputs, ops[-1].outputs[0], ops)
+    loads = [f"a{i} = tl.load(I{i} + offs % M{i}, mask=mask, other=1.0).to(tl.float32)"
+             for i in range(len(inputs))]
+    compute = [f"{out} = {FORWARD[op.kind].format(*args, **dict(op.attrs))}"
+               for op, args, out in chain]
+    kernel.forward = loads + compute + [
+        f"tl.store(Out + offs, {chain[-1][2]}.to(Out.dtype.element_ty), mask=mask)"]
+    back, stores = _backward(chain, len(inputs))
+    back.insert(0, "gout = tl.load(DOut + offs, mask=mask, other=0.0).to(tl.float32)")
+    needed = " ".join(back + stores)
+    recompute = _needed(compute, needed)
+    reads = _needed(loads, needed + " " + " ".join(recompute))
     kernel.backward = reads + recompute + back + stores
+    return kernel
+
+
+def _build_row(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
+    """A chain ending in a layer or RMS norm: one program per row of the last dim."""
+    *body, norm = ops
+    made = {o for op in body for o in op.outputs}
+    inputs, chain = _chain(body, made)
+    total = sum(1 for op in graph.ops for name in op.inputs if name == norm.inputs[0])
+    outputs = {name for _, name in graph.outputs}
+    kernel = FusedKernel(index, inputs, norm.outputs[0], ops, norm=norm,
+                         keeps_sum=total > 1 or norm.inputs[0] in outputs)
+    h = chain[-1][2]
+    eps = dict(norm.attrs).get("eps", 1e-5 if norm.kind == "layer_norm" else 1e-6)
+    loads = [f"a{i} = tl.load(I{i} + offs % M{i}, mask=mask, other=1.0).to(tl.float32)"
+             for i in range(len(inputs))]
+    compute = [f"{out} = {FORWARD[op.kind].format(*args, **dict(op.attrs))}"
+               for op, args, out in chain]
+    stats = [f"x = tl.where(mask, {h}, 0.0)"]
+    if norm.kind == "layer_norm":
+        stats += ["mean = tl.sum(x, axis=0) / N", "xc = tl.where(mask, x - mean, 0.0)",
+                  f"rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / N + {eps!r})",
+                  "xhat = xc * rstd"]
+        weights = ["w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)",
+                   "b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)"]
+        y = "xhat * w + b"
+    else:
+        stats += [f"rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + {eps!r})",
+                  "xhat = x * rstd"]
+        weights = ["w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)"]
+        y = "xhat * w"
+    keep = [f"tl.store(H + offs, {h}.to(H.dtype.element_ty), mask=mask)"] \
+        if kernel.keeps_sum else []
+    kernel.forward = loads + compute + keep + stats + weights + [
+        f"tl.store(Y + offs, ({y}).to(Y.dtype.element_ty), mask=mask)"]
+    # d(norm)/dx from dy, plus the gradient of the kept sum from its other users
+    grad_norm = ["dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)", "g = dy * w"]
+    if norm.kind == "layer_norm":
+        grad_norm += ["gout = rstd * (g - tl.sum(g, axis=0) / N - "
+                      "xhat * tl.sum(g * xhat, axis=0) / N)",
+                      "tl.store(DW + offs, dy * xhat, mask=mask)",
+                      "tl.store(DB + offs, dy, mask=mask)"]
+    else:
+        grad_norm += ["gout = rstd * (g - xhat * tl.sum(g * xhat, axis=0) / N)",
+                      "tl.store(DW + offs, dy * xhat, mask=mask)"]
+    if kernel.keeps_sum:
+        grad_norm.append("gout = gout + tl.load(DH + offs, mask=mask, other=0.0)"
+                         ".to(tl.float32)")
+    back, stores = _backward(chain, len(inputs))
+    needed = " ".join(back + stores)
+    recompute = _needed(compute, needed + f" {h}")
+    reads = _needed(loads, needed + " " + " ".join(recompute))
+    kernel.backward = reads + recompute + stats + weights[:1] + grad_norm + back + stores
     return kernel
 
 

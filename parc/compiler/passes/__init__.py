@@ -40,7 +40,7 @@ def lower(spec: Spec, after: str = "boxing", verify: bool = False) -> Graph:
 
         graph = make_plan(spec, graph=lower(spec, "boxing", verify)).graph
         if after == "fuse":
-            graph = fuse(graph)
+            graph = fuse(graph, spec.parallel.recompute)
         if verify:
             verify_graph(graph)
         return graph
