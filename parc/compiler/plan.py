@@ -101,13 +101,23 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
     recompute = "all" in config.recompute
     split = config.family == "zb_h1"
     times = {}
+    rerun = bool([r for r in config.recompute if r != "none"])
     for i, st in enumerate(stages):
         extra = st.fwd if recompute else 0.0
         times[("F", i)] = st.fwd
-        # The runtime computes W by a second backward pass restricted to the parameters, so it
-        # re-traverses the graph: count the input-gradient work again.
-        times[("W", i)] = st.bwd_weight + (st.bwd_input if split else 0.0)
-        times[("B", i)] = st.bwd_input + extra + (0.0 if split else st.bwd_weight)
+        if not split:
+            times[("B", i)] = st.bwd_input + st.bwd_weight + extra
+        elif i == 0:  # it sends no gradient: B has nothing to do, W is one whole backward
+            times[("B", i)] = 0.0
+            times[("W", i)] = st.bwd_input + st.bwd_weight + extra
+        elif rerun:
+            # under recomputation W is one backward into the parameters, which traverses the
+            # graph again and recomputes its forward again (runtime/split_backward.py)
+            times[("B", i)] = st.bwd_input + extra
+            times[("W", i)] = st.bwd_input + st.bwd_weight + extra
+        else:  # B the input gradients; W only the weight branches, from what B captured
+            times[("B", i)] = st.bwd_input + extra
+            times[("W", i)] = st.bwd_weight
     sends = [cost.p2p_time(st.send_bytes) for st in stages]
 
     def duration(action: Action) -> float:

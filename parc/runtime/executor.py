@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
 from .data import local_slice
+from .split_backward import Split, backward_input, backward_weight
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
           "f64": torch.float64, "i64": torch.int64, "i32": torch.int32}
@@ -29,6 +30,7 @@ class Pending:
     inputs: list[torch.Tensor]
     outputs: list[torch.Tensor]
     grads: list[torch.Tensor] | None = None  # output gradients, kept for W when B is split
+    split: Split | None = None  # what B captured for a W of the weight branches only
 
 
 @dataclass
@@ -67,6 +69,10 @@ class Executor:
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
         # `recompute all`: keep only each stage's inputs and run its forward again in backward
         self.recompute = "all" in program.get("recompute", [])
+        # W of a split backward runs only the weight branches, from gradients B captured;
+        # under recomputation each of its small passes would recompute the forward again, so
+        # there W is one backward into the parameters
+        self.weight_pass = not [r for r in program.get("recompute", []) if r != "none"]
         # `precision bf16`: bf16 compute under autocast; parameters, optimizer state and the
         # tensors sent between stages stay f32
         self.bf16 = program["train"].get("precision") == "bf16"
@@ -208,7 +214,10 @@ class Executor:
                     outs = state.outputs
                     grads = self._recv(message, posted)
                 wanted = [t for t in state.inputs if t.requires_grad]
-                if self.split:
+                if self.split and self.weight_pass:
+                    params = [p for p in module.parameters() if p.requires_grad]
+                    input_grads, state.split = backward_input(outs, grads, wanted, params)
+                elif self.split:
                     input_grads = torch.autograd.grad(outs, wanted, grads, retain_graph=True,
                                                       allow_unused=True) if wanted else []
                     state.grads = grads
@@ -226,9 +235,13 @@ class Executor:
                         self._send("grad", stage, prev, mb, input_grads, works)
             else:  # W: the weight gradients of a split backward
                 state = pending.pop((stage, mb))
-                params = [p for p in module.parameters() if p.requires_grad]
-                outs = [state.outputs[-1]] if self._next(stage, mb) is None else state.outputs
-                torch.autograd.backward(outs, state.grads, inputs=params)
+                if state.split is not None:
+                    backward_weight(state.split)
+                else:
+                    params = [p for p in module.parameters() if p.requires_grad]
+                    outs = [state.outputs[-1]] if self._next(stage, mb) is None \
+                        else state.outputs
+                    torch.autograd.backward(outs, state.grads, inputs=params)
             if trace:
                 result.events.append((op, stage, mb, began - origin,
                                       time.perf_counter() - origin))

@@ -22,18 +22,15 @@ def handcrafted(p: int, m: int) -> Schedule:
     ranks = []
     for r in range(p):
         warmup = min(p - r - 1, m)
-        actions = [Action("F", r, mb) for mb in range(warmup)]
-
-        def backward(mb: int) -> None:
-            actions.append(Action("B", r, mb))
-            if mb >= r:
-                actions.append(Action("W", r, mb - r))
-
+        order = [("F", mb) for mb in range(warmup)]
         for i in range(m - warmup):
-            actions.append(Action("F", r, warmup + i))
-            backward(i)
-        for mb in range(m - warmup, m):
-            backward(mb)
+            order += [("F", warmup + i), ("B", i)]
+        order += [("B", mb) for mb in range(m - warmup, m)]
+        actions = []
+        for op, mb in order:  # each W r backwards late, the last r at the end
+            actions.append(Action(op, r, mb))
+            if op == "B" and mb >= r:
+                actions.append(Action("W", r, mb - r))
         actions += [Action("W", r, mb) for mb in range(max(0, m - r), m)]
         ranks.append(tuple(actions))
     return Schedule("zb_h1", p, p, m, tuple(range(p)), full_paths(p, m), True, tuple(ranks))
