@@ -15,6 +15,12 @@ from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
 from .schedules.validate import validate
 
+# Python work of a split backward, in units of the hardware's per-op overhead (measured on CPU:
+# walking the autograd graph costs about half an op's dispatch per node, an autograd call per
+# deferred matmul about four)
+SPLIT_WALK_OVERHEAD = 0.5
+SPLIT_CALL_OVERHEAD = 4.0
+
 
 @dataclass
 class StageInfo:
@@ -30,6 +36,9 @@ class StageInfo:
     send_bytes: float  # activations sent to the next stage per microbatch
     flops: float = 0.0
     param_tensors: int = 0
+    bwd_deferred: float = 0.0  # the matmuls' weight gradients: a split W
+    deferred_ops: int = 0
+    num_ops: int = 0
 
 
 @dataclass
@@ -97,27 +106,33 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             sum(u.bwd_input for u in group), sum(u.bwd_weight for u in group),
             sum(u.step for u in group), sum(u.param_numel for u in group),
             sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group),
-            sum(u.param_tensors for u in group)))
+            sum(u.param_tensors for u in group), sum(u.bwd_deferred for u in group),
+            sum(u.deferred_ops for u in group), sum(len(u.ops) for u in group)))
     recompute = "all" in config.recompute
     split = config.family == "zb_h1"
     times = {}
     rerun = bool([r for r in config.recompute if r != "none"])
+    overhead = cost.hw.op_overhead
     for i, st in enumerate(stages):
         extra = st.fwd if recompute else 0.0
         times[("F", i)] = st.fwd
         if not split:
             times[("B", i)] = st.bwd_input + st.bwd_weight + extra
-        elif i == 0:  # it sends no gradient: B has nothing to do, W is one whole backward
-            times[("B", i)] = 0.0
-            times[("W", i)] = st.bwd_input + st.bwd_weight + extra
-        elif rerun:
+        elif rerun and i > 0:
             # under recomputation W is one backward into the parameters, which traverses the
-            # graph again and recomputes its forward again (runtime/split_backward.py)
+            # graph again and recomputes its forward again (runtime/executor.py)
             times[("B", i)] = st.bwd_input + extra
             times[("W", i)] = st.bwd_input + st.bwd_weight + extra
-        else:  # B the input gradients; W only the weight branches, from what B captured
-            times[("B", i)] = st.bwd_input + extra
-            times[("W", i)] = st.bwd_weight
+        elif i == 0:  # token ids in: B is one whole backward, W has nothing left
+            times[("B", i)] = st.bwd_input + st.bwd_weight + extra
+            times[("W", i)] = 0.0
+        else:
+            # B: input gradients and the small weight gradients, after walking the autograd
+            # graph for its weight nodes; W: the matmuls' weight gradients, one autograd call
+            # each (runtime/split_backward.py)
+            times[("B", i)] = (st.bwd_input + st.bwd_weight - st.bwd_deferred + extra +
+                               SPLIT_WALK_OVERHEAD * overhead * st.num_ops)
+            times[("W", i)] = st.bwd_deferred + SPLIT_CALL_OVERHEAD * overhead * st.deferred_ops
     sends = [cost.p2p_time(st.send_bytes) for st in stages]
 
     def duration(action: Action) -> float:

@@ -1,15 +1,15 @@
 """The backward of a zero-bubble schedule, split in two passes over one autograd graph.
 
 B computes the gradients of the stage's inputs (what the previous stage waits for) and, on the
-way, captures the gradient arriving at each *weight node*: an autograd node with at least one
-input that comes only from parameters (a matmul's weight, a norm's scale, a bias, through any
-cast or transpose) and at least one that does not. W then runs each weight node again with that
-gradient, restricted to its parameter inputs, and carries the result down the parameter-only
-subgraphs into `.grad`. So W costs the weight-gradient work and B the input-gradient work, as
-the cost model charges them, instead of W traversing the whole graph a second time.
+way, captures the gradient arriving at each matmul that consumes a weight (through any cast,
+transpose or gradient all-reduce): a *weight node*. W then runs each of those nodes again from
+that gradient, restricted to its weight, and carries the result into `.grad`. So W costs the
+matmuls' weight-gradient work and B the rest, as the cost model charges them, instead of W
+traversing the whole graph a second time.
 
-A weight node that B never reached (a stage without differentiable inputs, an embedding of
-token ids) has its parameters' gradients computed by one ordinary backward in W.
+Every other parameter (norm scales, biases, embeddings, a weight two nodes share) gets its
+gradient in B, from the same pass. In the first stage, whose inputs are token ids, nothing is
+an activation: B is one whole backward and W has nothing left.
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.graph import GradientEdge
 
+# autograd nodes whose weight gradient is worth deferring: the matmuls
+DEFERRED = {"MmBackward0", "BmmBackward0", "AddmmBackward0"}
+
 
 @dataclass
 class Split:
     """What B leaves for W."""
 
-    outputs: list[torch.Tensor]
-    grads: list[torch.Tensor]
-    params: list[torch.Tensor]
     captured: dict = field(default_factory=dict)  # weight node -> its output gradients
-    weight_nodes: list = field(default_factory=list)
-    reached: set = field(default_factory=set)  # ids of the parameters the graph uses
-    param_only: dict = field(default_factory=dict)  # memo of _param_only
+    targets: dict = field(default_factory=dict)  # weight node -> the parameters it finishes
 
 
 def _param_only(node, params: set[int], memo: dict) -> bool:
@@ -74,22 +72,42 @@ def _weight_nodes(outputs: list[torch.Tensor], params: set[int], memo: dict) -> 
 
 def backward_input(outputs: list[torch.Tensor], grads: list[torch.Tensor],
                    inputs: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[list, Split]:
-    """B: the gradients of `inputs` (None where unused), and the state W needs."""
-    split = Split(outputs, grads, params)
+    """B: the gradients of `inputs` (leaf tensors), every parameter gradient but the deferred
+    ones accumulated, and the state W needs."""
     ids = {id(p) for p in params}
-    split.weight_nodes, split.reached = _weight_nodes(outputs, ids, split.param_only)
+    by_id = {id(p): p for p in params}
+    memo: dict = {}
+    nodes, reached = _weight_nodes(outputs, ids, memo)
+    owned: dict = {}  # weight node -> ids of the parameters behind its parameter-only inputs
+    users: dict[int, int] = {}
+    for node in nodes:
+        found: set[int] = set()
+        for m, _ in node.next_functions:
+            if m is not None and _param_only(m, ids, memo):
+                found |= _leaves(m, ids)
+        owned[node] = found
+        for pid in found:
+            users[pid] = users.get(pid, 0) + 1
+    split = Split()
+    for node in nodes:
+        if type(node).__name__ in DEFERRED:
+            mine = [by_id[pid] for pid in owned[node] if users[pid] == 1]
+            if mine:
+                split.targets[node] = mine
+    deferred = {id(p) for ps in split.targets.values() for p in ps}
+    now = [p for p in params if id(p) in reached and id(p) not in deferred]
     handles = []
-    for node in split.weight_nodes:
+    for node in split.targets:
         def keep(grad_outputs, node=node):
             split.captured[node] = grad_outputs
         handles.append(node.register_prehook(keep))
     try:
-        result = list(torch.autograd.grad(outputs, inputs, grads, retain_graph=True,
-                                          allow_unused=True)) if inputs else []
+        if inputs or now:
+            torch.autograd.backward(outputs, grads, inputs=inputs + now, retain_graph=True)
     finally:
         for handle in handles:
             handle.remove()
-    return result, split
+    return [t.grad for t in inputs], split
 
 
 def _leaves(node, params: set[int]) -> set[int]:
@@ -107,35 +125,10 @@ def _leaves(node, params: set[int]) -> set[int]:
 
 
 def backward_weight(split: Split) -> None:
-    """W: accumulate every parameter's gradient into `.grad`.
-
-    Every path into a parameter enters its parameter-only subgraph at a weight node, so a
-    parameter with one weight node takes its whole gradient from that node's captured output
-    gradient: one small backward per weight node, into its own parameters. A parameter with
-    several (a weight used twice in the stage) or whose node B did not reach is finished by one
-    ordinary backward instead, which would otherwise count the shared paths twice.
-    """
-    ids = {id(p) for p in split.params}
-    by_id = {id(p): p for p in split.params}
-    memo = split.param_only
-    mine: dict = {}  # weight node -> ids of the parameters behind its parameter-only inputs
-    users: dict[int, int] = {}
-    for node in split.weight_nodes:
-        found: set[int] = set()
-        for m, _ in node.next_functions:
-            if m is not None and _param_only(m, ids, memo):
-                found |= _leaves(m, ids)
-        mine[node] = found
-        for pid in found:
-            users[pid] = users.get(pid, 0) + 1
-    covered = {pid for node in split.captured for pid in mine[node] if users[pid] == 1}
-    whole = split.reached - covered
-    for node, grad_outputs in split.captured.items():
-        targets = [by_id[pid] for pid in mine[node] if pid in covered]
+    """W: each deferred matmul again from the gradient B captured, into its weight only."""
+    for node, targets in split.targets.items():
+        grad_outputs = split.captured.get(node)
+        assert grad_outputs is not None, "B did not reach a weight node"  # on a path to inputs
         given = [(GradientEdge(node, i), g) for i, g in enumerate(grad_outputs) if g is not None]
-        if targets and given:
-            torch.autograd.backward([e for e, _ in given], [g for _, g in given], inputs=targets,
-                                    retain_graph=True)
-    if whole:
-        torch.autograd.backward(split.outputs, split.grads,
-                                inputs=[p for p in split.params if id(p) in whole])
+        torch.autograd.backward([e for e, _ in given], [g for _, g in given], inputs=targets,
+                                retain_graph=True)

@@ -35,6 +35,8 @@ class Unit:
     fwd: float = 0.0
     bwd_input: float = 0.0
     bwd_weight: float = 0.0
+    bwd_deferred: float = 0.0  # the matmuls' share of bwd_weight: what a split W runs
+    deferred_ops: int = 0  # matmuls with a weight gradient
     step: float = 0.0  # parameter gradient sync, once per step
     flops: float = 0.0  # forward + backward on one rank, one microbatch
     comm_bytes: float = 0.0  # collective traffic per microbatch, forward and backward
@@ -89,6 +91,9 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
         unit.fwd += t.fwd
         unit.bwd_input += t.bwd_input
         unit.bwd_weight += t.bwd_weight
+        if op.kind == "matmul" and t.bwd_weight > 0:
+            unit.bwd_deferred += t.bwd_weight
+            unit.deferred_ops += 1
         unit.step += t.step
         unit.flops += t.flops
         if op.kind in COMMS:
