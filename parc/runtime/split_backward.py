@@ -27,6 +27,8 @@ DEFERRED = {"MmBackward0", "BmmBackward0", "AddmmBackward0"}
 class Split:
     """What B leaves for W."""
 
+    outputs: list = field(default_factory=list)
+    grads: list = field(default_factory=list)
     captured: dict = field(default_factory=dict)  # weight node -> its output gradients
     targets: dict = field(default_factory=dict)  # weight node -> the parameters it finishes
 
@@ -88,7 +90,7 @@ def backward_input(outputs: list[torch.Tensor], grads: list[torch.Tensor],
         owned[node] = found
         for pid in found:
             users[pid] = users.get(pid, 0) + 1
-    split = Split()
+    split = Split(outputs, grads)
     for node in nodes:
         if type(node).__name__ in DEFERRED:
             mine = [by_id[pid] for pid in owned[node] if users[pid] == 1]
@@ -125,10 +127,17 @@ def _leaves(node, params: set[int]) -> set[int]:
 
 
 def backward_weight(split: Split) -> None:
-    """W: each deferred matmul again from the gradient B captured, into its weight only."""
+    """W: each deferred matmul again from the gradient B captured, into its weight only. A
+    node B did not reach (none should: each leads to a stage input) falls back to one ordinary
+    backward into its weights."""
+    missed = []
     for node, targets in split.targets.items():
         grad_outputs = split.captured.get(node)
-        assert grad_outputs is not None, "B did not reach a weight node"  # on a path to inputs
+        if grad_outputs is None:
+            missed += targets
+            continue
         given = [(GradientEdge(node, i), g) for i, g in enumerate(grad_outputs) if g is not None]
         torch.autograd.backward([e for e, _ in given], [g for _, g in given], inputs=targets,
                                 retain_graph=True)
+    if missed:
+        torch.autograd.backward(split.outputs, split.grads, inputs=missed)

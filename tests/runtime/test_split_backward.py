@@ -73,3 +73,24 @@ def test_w_runs_only_the_weight_branches(params):
     # one weight-gradient matmul per matmul of the stage (w1 and the head), nothing else: a
     # whole second backward would also run the head's input-gradient matmul
     assert len(calls) == 2
+
+
+def test_a_weight_node_b_never_reached_is_finished_in_w(params):
+    """A matmul whose activation comes from a leaf B was not asked about (not a stage input)
+    still gets its weight gradient."""
+    del params["head"]
+    params["w2"] = torch.randn(D, D, requires_grad=True)
+    tokens = torch.randint(0, V, (2, 5))
+    x = torch.randn(2, 5, D, requires_grad=True)
+    other = torch.randn(2, 5, D, requires_grad=True)  # requires grad, but is no input of B
+    plist = list(params.values())
+
+    def run():
+        return [stage(params, x, tokens)[0] + (other @ params["w2"]).sum()]
+
+    _, split = backward_input(run(), [torch.ones(())], [x], plist)
+    assert params["w2"].grad is None and len(split.captured) == 1  # w1's matmul only
+    backward_weight(split)
+    want = torch.autograd.grad(run(), plist, [torch.ones(())])
+    for p, ref in zip(plist, want):
+        torch.testing.assert_close(p.grad, ref)
