@@ -13,6 +13,8 @@ import functools
 import torch
 import triton
 
+from ..stdlib.kernels.launch import row_warps
+
 BLOCK = 1024
 
 
@@ -78,8 +80,9 @@ def row_forward(kernel, ctx, inputs: tuple[torch.Tensor, ...], weights: tuple[to
     y = torch.empty(shape, dtype=dtype, device=device)
     h = [torch.empty(shape, dtype=dtype, device=device)] if keeps_sum else []
     weights = tuple(w.contiguous() for w in weights)
-    kernel[(rows,)](*flat, *_sizes(flat), *weights, *h, y, n,
-                    BLOCK=triton.next_power_of_2(n))
+    block = triton.next_power_of_2(n)
+    kernel[(rows,)](*flat, *_sizes(flat), *weights, *h, y, n, BLOCK=block,
+                    num_warps=row_warps(block))
     ctx.save_for_backward(*flat, *weights)
     ctx.inputs, ctx.keeps_sum, ctx.rows = len(flat), keeps_sum, rows
     ctx.weight_meta = [(w.dtype, w.requires_grad) for w in weights]
@@ -97,8 +100,9 @@ def row_backward(kernel, ctx, grads: tuple[torch.Tensor, ...]) -> tuple:
         if ctx.keeps_sum else []
     dx = [torch.empty(shape, dtype=torch.float32, device=device) for _ in flat]
     dw = [torch.empty(ctx.rows, n, dtype=torch.float32, device=device) for _ in weights]
-    kernel[(ctx.rows,)](*flat, *_sizes(flat), *weights, dy, *extra, *dx, *dw, n,
-                        BLOCK=triton.next_power_of_2(n))
+    block = triton.next_power_of_2(n)
+    kernel[(ctx.rows,)](*flat, *_sizes(flat), *weights, dy, *extra, *dx, *dw, n, BLOCK=block,
+                        num_warps=row_warps(block))
     out = _summed(dx, ctx.meta)
     out += [g.sum(0).to(dtype) if needs else None for g, (dtype, needs) in
             zip(dw, ctx.weight_meta)]

@@ -7,6 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import row_warps
+
 
 @triton.jit
 def cross_entropy_fwd(Logits, Targets, Loss, Lse, stride, V, BLOCK: tl.constexpr):
@@ -28,8 +30,10 @@ def cross_entropy_fwd(Logits, Targets, Loss, Lse, stride, V, BLOCK: tl.constexpr
 
 
 @triton.jit
-def cross_entropy_bwd(Logits, Targets, Lse, DLogits, scale, stride, V, BLOCK: tl.constexpr):
+def cross_entropy_bwd(Logits, Targets, Lse, DLogits, Grad, rows, stride, V,
+                      BLOCK: tl.constexpr):
     row = tl.program_id(0)
+    scale = tl.load(Grad).to(tl.float32) / rows  # the mean's gradient, read on the device
     lse = tl.load(Lse + row)
     target = tl.load(Targets + row)
     for start in range(0, V, BLOCK):
@@ -49,7 +53,8 @@ class _CrossEntropy(torch.autograd.Function):
         loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
         lse = torch.empty_like(loss)
         block = min(triton.next_power_of_2(vocab), 4096)
-        cross_entropy_fwd[(rows,)](flat, tgt, loss, lse, flat.stride(0), vocab, BLOCK=block)
+        cross_entropy_fwd[(rows,)](flat, tgt, loss, lse, flat.stride(0), vocab, BLOCK=block,
+                                   num_warps=row_warps(block))
         ctx.save_for_backward(flat, tgt, lse)
         ctx.shape, ctx.block = logits.shape, block
         return loss.mean()
@@ -59,9 +64,9 @@ class _CrossEntropy(torch.autograd.Function):
         flat, tgt, lse = ctx.saved_tensors
         rows, vocab = flat.shape
         dlogits = torch.empty_like(flat)
-        scale = float(grad) / rows
-        cross_entropy_bwd[(rows,)](flat, tgt, lse, dlogits, scale, flat.stride(0), vocab,
-                                   BLOCK=ctx.block)
+        cross_entropy_bwd[(rows,)](flat, tgt, lse, dlogits, grad.reshape(1).contiguous(), rows,
+                                   flat.stride(0), vocab, BLOCK=ctx.block,
+                                   num_warps=row_warps(ctx.block))
         return dlogits.view(ctx.shape), None
 
 

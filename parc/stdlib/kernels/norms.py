@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import row_warps
+
 
 @triton.jit
 def layer_norm_fwd(X, W, B, Y, Mean, Rstd, stride, N, eps, BLOCK: tl.constexpr):
@@ -82,7 +84,8 @@ class _LayerNorm(torch.autograd.Function):
         mean = torch.empty(rows, dtype=torch.float32, device=x.device)
         rstd = torch.empty_like(mean)
         block = triton.next_power_of_2(n)
-        layer_norm_fwd[(rows,)](flat, w, b, y, mean, rstd, flat.stride(0), n, eps, BLOCK=block)
+        layer_norm_fwd[(rows,)](flat, w, b, y, mean, rstd, flat.stride(0), n, eps, BLOCK=block,
+                                num_warps=row_warps(block))
         ctx.save_for_backward(flat, w, mean, rstd)
         ctx.shape = x.shape
         return y.view(x.shape)
@@ -95,8 +98,9 @@ class _LayerNorm(torch.autograd.Function):
         dx = torch.empty_like(flat)
         dw = torch.empty(rows, n, dtype=torch.float32, device=flat.device)
         db = torch.empty_like(dw)
+        block = triton.next_power_of_2(n)
         layer_norm_bwd[(rows,)](flat, w, dy, dx, dw, db, mean, rstd, flat.stride(0), n,
-                                BLOCK=triton.next_power_of_2(n))
+                                BLOCK=block, num_warps=row_warps(block))
         return dx.view(ctx.shape), dw.sum(0).to(w.dtype), db.sum(0).to(w.dtype), None
 
 
@@ -106,8 +110,9 @@ class _RmsNorm(torch.autograd.Function):
         flat, rows, n = _rows(x)
         y = torch.empty_like(flat)
         rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
-        rms_norm_fwd[(rows,)](flat, w, y, rstd, flat.stride(0), n, eps,
-                              BLOCK=triton.next_power_of_2(n))
+        block = triton.next_power_of_2(n)
+        rms_norm_fwd[(rows,)](flat, w, y, rstd, flat.stride(0), n, eps, BLOCK=block,
+                              num_warps=row_warps(block))
         ctx.save_for_backward(flat, w, rstd)
         ctx.shape = x.shape
         return y.view(x.shape)
@@ -119,8 +124,9 @@ class _RmsNorm(torch.autograd.Function):
         dy = dy.reshape(rows, n).contiguous()
         dx = torch.empty_like(flat)
         dw = torch.empty(rows, n, dtype=torch.float32, device=flat.device)
-        rms_norm_bwd[(rows,)](flat, w, dy, dx, dw, rstd, flat.stride(0), n,
-                              BLOCK=triton.next_power_of_2(n))
+        block = triton.next_power_of_2(n)
+        rms_norm_bwd[(rows,)](flat, w, dy, dx, dw, rstd, flat.stride(0), n, BLOCK=block,
+                              num_warps=row_warps(block))
         return dx.view(ctx.shape), dw.sum(0).to(w.dtype), None
 
 
