@@ -39,6 +39,7 @@ class StageInfo:
     bwd_deferred: float = 0.0  # the matmuls' weight gradients: a split W
     deferred_ops: int = 0
     num_ops: int = 0
+    deferred_bytes: float = 0.0  # gradients a split B keeps for its W, per microbatch
 
 
 @dataclass
@@ -107,7 +108,8 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             sum(u.step for u in group), sum(u.param_numel for u in group),
             sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group),
             sum(u.param_tensors for u in group), sum(u.bwd_deferred for u in group),
-            sum(u.deferred_ops for u in group), sum(len(u.ops) for u in group)))
+            sum(u.deferred_ops for u in group), sum(len(u.ops) for u in group),
+            sum(u.deferred_bytes for u in group)))
     recompute = "all" in config.recompute
     split = config.family == "zb_h1"
     times = {}
@@ -118,19 +120,22 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
         times[("F", i)] = st.fwd
         if not split:
             times[("B", i)] = st.bwd_input + st.bwd_weight + extra
-        elif rerun and i > 0:
+        elif i == 0 and rerun:  # token ids in: B has nothing to do; W is one whole backward
+            times[("B", i)] = 0.0
+            times[("W", i)] = st.bwd_input + st.bwd_weight + extra
+        elif i == 0:  # token ids in: B is one whole backward, W has nothing left
+            times[("B", i)] = st.bwd_input + st.bwd_weight
+            times[("W", i)] = 0.0
+        elif rerun:
             # under recomputation W is one backward into the parameters, which traverses the
             # graph again and recomputes its forward again (runtime/executor.py)
             times[("B", i)] = st.bwd_input + extra
             times[("W", i)] = st.bwd_input + st.bwd_weight + extra
-        elif i == 0:  # token ids in: B is one whole backward, W has nothing left
-            times[("B", i)] = st.bwd_input + st.bwd_weight + extra
-            times[("W", i)] = 0.0
         else:
             # B: input gradients and the small weight gradients, after walking the autograd
             # graph for its weight nodes; W: the matmuls' weight gradients, one autograd call
             # each (runtime/split_backward.py)
-            times[("B", i)] = (st.bwd_input + st.bwd_weight - st.bwd_deferred + extra +
+            times[("B", i)] = (st.bwd_input + st.bwd_weight - st.bwd_deferred +
                                SPLIT_WALK_OVERHEAD * overhead * st.num_ops)
             times[("W", i)] = st.bwd_deferred + SPLIT_CALL_OVERHEAD * overhead * st.deferred_ops
     sends = [cost.p2p_time(st.send_bytes) for st in stages]
@@ -152,10 +157,12 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
         return sends[schedule.prev_stage(action.stage, action.mb)]
 
     def saved(stage: int) -> float:
+        # a split B also keeps the gradients its W needs (counted here from F to W)
+        kept = stages[stage].deferred_bytes if split and stage > 0 and not rerun else 0.0
         if recompute:
             a = bounds[stage][0]
-            return units[a - 1].out_bytes if a > 0 else units[0].out_bytes
-        return stages[stage].act_bytes
+            return (units[a - 1].out_bytes if a > 0 else units[0].out_bytes) + kept
+        return stages[stage].act_bytes + kept
 
     simulation = simulate(schedule, duration, p2p, saved)
     memory = []

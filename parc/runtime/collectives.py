@@ -178,7 +178,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         local = t - _shard_start(width, groups)
         hit = (local >= 0) & (local < width)
         picked = x.gather(1, local.clamp(0, width - 1).unsqueeze(-1)).squeeze(-1)
-        target = _all_reduce_over(picked * hit, groups)
+        target = _all_reduce_over(torch.where(hit, picked, 0.0), groups)
         ctx.save_for_backward(exp / total.unsqueeze(-1), local, hit)
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
         return (torch.log(total) + top - target).mean()

@@ -242,6 +242,7 @@ class Executor:
                     outs = [state.outputs[-1]] if self._next(stage, mb) is None \
                         else state.outputs
                     torch.autograd.backward(outs, state.grads, inputs=params)
+                del state  # the microbatch's graph goes now, before the next forward
             if trace:
                 result.events.append((op, stage, mb, began - origin,
                                       time.perf_counter() - origin))

@@ -7,8 +7,9 @@ that gradient, restricted to its weight, and carries the result into `.grad`. So
 matmuls' weight-gradient work and B the rest, as the cost model charges them, instead of W
 traversing the whole graph a second time.
 
-Every other parameter (norm scales, biases, embeddings, a weight two nodes share) gets its
-gradient in B, from the same pass. In the first stage, whose inputs are token ids, nothing is
+Every other parameter (norm scales, biases, embeddings, a weight two nodes share or an output
+reaches directly) gets its gradient in B, from the same pass (an addmm's bias goes with its
+weight to W). In the first stage, whose inputs are token ids, nothing is
 an activation: B is one whole backward and W has nothing left.
 """
 
@@ -52,10 +53,16 @@ def _param_only(node, params: set[int], memo: dict) -> bool:
     return memo[id(node)][1]
 
 
-def _weight_nodes(outputs: list[torch.Tensor], params: set[int], memo: dict) -> tuple[list, set]:
-    """The weight nodes of the graph behind `outputs`, and every parameter it reaches."""
+def _weight_nodes(outputs: list[torch.Tensor], params: set[int],
+                  memo: dict) -> tuple[list, set, set]:
+    """The weight nodes of the graph behind `outputs`, every parameter it reaches, and those an
+    output reaches through parameters only (an output that is a function of weights alone)."""
     seen: set[int] = set()
     stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    direct: set[int] = set()
+    for node in stack:
+        if _param_only(node, params, memo):
+            direct |= _leaves(node, params)
     found, reached = [], set()
     while stack:
         node = stack.pop()
@@ -69,7 +76,7 @@ def _weight_nodes(outputs: list[torch.Tensor], params: set[int], memo: dict) -> 
         if any(_param_only(m, params, memo) for m in children):
             found.append(node)
         stack.extend(children)
-    return found, reached
+    return found, reached, direct
 
 
 def backward_input(outputs: list[torch.Tensor], grads: list[torch.Tensor],
@@ -79,9 +86,9 @@ def backward_input(outputs: list[torch.Tensor], grads: list[torch.Tensor],
     ids = {id(p) for p in params}
     by_id = {id(p): p for p in params}
     memo: dict = {}
-    nodes, reached = _weight_nodes(outputs, ids, memo)
+    nodes, reached, direct = _weight_nodes(outputs, ids, memo)
     owned: dict = {}  # weight node -> ids of the parameters behind its parameter-only inputs
-    users: dict[int, int] = {}
+    users: dict[int, int] = {pid: 1 for pid in direct}  # an output is a user too
     for node in nodes:
         found: set[int] = set()
         for m, _ in node.next_functions:
@@ -141,3 +148,7 @@ def backward_weight(split: Split) -> None:
                                 retain_graph=True)
     if missed:
         torch.autograd.backward(split.outputs, split.grads, inputs=missed)
+    # the graph and the captured gradients go with the last references to them
+    split.captured.clear()
+    split.targets.clear()
+    split.outputs, split.grads = [], []

@@ -227,3 +227,20 @@ def test_vocabulary_parallel_loss_pays_three_row_all_reduces():
     per = 2 * latency + 2 * (4 * rows) / 2 / bandwidth  # all-reduce of one f32 per row, n = 2
     assert cost.vocab_parallel_time(loss) == pytest.approx(3 * per)
     assert cost.op_time(loss).fwd > 3 * per
+
+
+def test_zero_bubble_charges_w_the_matmul_weight_gradients():
+    spec = check_file(ROOT / "examples/gpt_zb.par")
+    plan = make_plan(spec)
+    durations: dict[tuple[str, int], float] = {}
+    for e in plan.simulation.events:
+        durations[(e.action.op, e.action.stage)] = e.end - e.start
+    first, later = plan.stages[0], plan.stages[1]
+    # the first stage has token ids in: B is its whole backward and W has nothing left
+    assert durations[("W", 0)] == 0.0
+    assert durations[("B", 0)] == pytest.approx(first.bwd_input + first.bwd_weight)
+    # later stages: W is the matmuls' weight gradients (plus an autograd call each)
+    assert 0 < later.bwd_deferred < later.bwd_weight and later.deferred_ops > 0
+    assert durations[("W", 1)] == pytest.approx(
+        later.bwd_deferred + 4.0 * spec.parallel.hardware.op_overhead * later.deferred_ops)
+    assert later.deferred_bytes > 0

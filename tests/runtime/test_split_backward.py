@@ -94,3 +94,20 @@ def test_a_weight_node_b_never_reached_is_finished_in_w(params):
     want = torch.autograd.grad(run(), plist, [torch.ones(())])
     for p, ref in zip(plist, want):
         torch.testing.assert_close(p.grad, ref)
+
+
+def test_a_weight_an_output_uses_directly_is_not_deferred():
+    """Stage outputs [x @ w, w * 1]: w's gradient has a share that no matmul carries."""
+    w = torch.randn(D, D, requires_grad=True)
+    x = torch.randn(3, D, requires_grad=True)
+
+    def run():
+        return [x @ w, w * 1.0]
+
+    grads = [torch.randn(3, D), torch.randn(D, D)]
+    (gx,), split = backward_input(run(), grads, [x], [w])
+    backward_weight(split)
+    want = torch.autograd.grad(run(), [w, x], grads)
+    torch.testing.assert_close(w.grad, want[0])
+    torch.testing.assert_close(gx, want[1])
+    assert not split.captured and not split.outputs  # W let go of the graph

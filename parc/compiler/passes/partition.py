@@ -37,6 +37,7 @@ class Unit:
     bwd_weight: float = 0.0
     bwd_deferred: float = 0.0  # the matmuls' share of bwd_weight: what a split W runs
     deferred_ops: int = 0  # matmuls with a weight gradient
+    deferred_bytes: float = 0.0  # their results' gradients, kept from a split B to its W
     step: float = 0.0  # parameter gradient sync, once per step
     flops: float = 0.0  # forward + backward on one rank, one microbatch
     comm_bytes: float = 0.0  # collective traffic per microbatch, forward and backward
@@ -94,6 +95,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
         if op.kind == "matmul" and t.bwd_weight > 0:
             unit.bwd_deferred += t.bwd_weight
             unit.deferred_ops += 1
+            unit.deferred_bytes += cost.local_bytes(op.outputs[0])
         unit.step += t.step
         unit.flops += t.flops
         if op.kind in COMMS:

@@ -4,7 +4,8 @@ holds at most p microbatches, and the bubble falls to a third of 1F1B's.
 
 The handcrafted order (Qi et al., "Zero Bubble Pipeline Parallelism"): 1F1B's order of F and B,
 with rank r running each W r backwards late (W of microbatch i right after B of i + r, the
-last r at the end). With F = B = W it takes 3m + p - 1 slots against 1F1B's 3m + 3(p - 1).
+last r at the end). With F = B = W and m >= p it takes 3m + p - 1 slots against 1F1B's
+3m + 3(p - 1).
 When the cost model gives unequal passes, list scheduling with those costs can do better; the
 faster of the two orders is kept.
 """
