@@ -1,8 +1,10 @@
 """Honesty check of `parc tune`: do its predictions order real runs correctly?
 
 Calibrates this machine (4 processes), tunes gpt_tiny on the calibrated hardware, then runs the
-predicted top 3 and bottom 3 plans for real in one torchrun launch and compares predicted with
-measured step times. The claim checked: the predicted best is within 15% of the measured best.
+predicted top 3 and bottom 3 plans for real in one torchrun launch (two rounds over the six,
+keeping each plan's better median: four processes share two cores here, and a plan measured
+once can be 20-30% off) and compares predicted with measured step times. The claim checked:
+the predicted best is within 15% of the measured best.
 Prints a table and writes bench/out/tune_vs_measured.json.
 
     python bench/tune_vs_measured.py
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEVICES, STEPS, WARMUP = 4, 16, 4
+DEVICES, STEPS, WARMUP, ROUNDS = 4, 16, 4, 2
 
 
 def spec_with(hardware_block: str, parallel_block: str, microbatches: int | None = None) -> str:
@@ -42,20 +44,22 @@ def worker(programs: list[str], out: str) -> None:
     from parc.runtime.train import Program, load_program, run_steps
 
     init_distributed("gloo")
-    results = []
-    for program_dir in programs:
-        spec = load_program(program_dir)
-        program = Program(program_dir, build_mesh(tuple(tuple(a) for a in spec["mesh"])))
-        times: list[float] = []
+    results = [float("inf")] * len(programs)
+    # every plan in each round, so a slow minute of the machine does not land on one plan
+    for _ in range(ROUNDS):
+        for i, program_dir in enumerate(programs):
+            spec = load_program(program_dir)
+            program = Program(program_dir, build_mesh(tuple(tuple(a) for a in spec["mesh"])))
+            times: list[float] = []
 
-        def slowest(record, times=times):
-            t = torch.tensor([record["step_s"]], dtype=torch.float64)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            times.append(float(t))
+            def slowest(record, times=times):
+                t = torch.tensor([record["step_s"]], dtype=torch.float64)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                times.append(float(t))
 
-        dist.barrier()
-        run_steps(program, STEPS, on_step=slowest)
-        results.append(statistics.median(times[WARMUP:]))
+            dist.barrier()
+            run_steps(program, STEPS, on_step=slowest)
+            results[i] = min(results[i], statistics.median(times[WARMUP:]))
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps(results))
     dist.barrier()
@@ -95,8 +99,8 @@ def main() -> None:
         measured = json.loads(out.read_text())
     rows = []
     print(f"gpt_tiny on {DEVICES} CPU processes: {result.considered} plans, "
-          f"{len(ranked)} fit; predicted top 3 and bottom 3, measured over {STEPS - WARMUP} "
-          "steps")
+          f"{len(ranked)} fit; predicted top 3 and bottom 3, measured: the better of "
+          f"{ROUNDS} rounds' medians over {STEPS - WARMUP} steps")
     print(f"{'rank':>4} {'plan':<48} {'predicted ms':>12} {'measured ms':>12} {'meas/pred':>10}")
     for scored, seconds in zip(chosen, measured):
         position = ranked.index(scored) + 1
