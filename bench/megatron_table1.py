@@ -45,7 +45,7 @@ hardware cluster = std.hw.a100_node(nodes = {nodes})
 {defs}
 model gpt(vocab = 51200, d = {hidden}, heads = {heads}, layers = {layers}, seq = 2048) {{
   input tokens:  i64[batch, seq]
-  input targets: i64[batch, seq]
+  input targets: i64[batch, seq] = next(tokens)
   x, wte = embed(tokens, vocab, d)
   for i in 0..layers {{
     x = {block}(x, heads)

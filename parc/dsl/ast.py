@@ -137,6 +137,7 @@ class TypePattern:
 class Input:
     name: str
     type: TensorType
+    source: Expr | None = None  # `= next(tokens)`: the data is another input shifted by one
     span: Span | None = _span()
 
 

@@ -70,6 +70,8 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
     train = check_train(train_node, err) if train_node is not None else None
     if train is not None and model is not None:
         _check_loss(model, train_node, err)
+        if not any(d.code == "E133" for d in err.diagnostics):
+            _check_targets(model, err)
         train = _check_train_files(train, train_node, model, program, err)
     if train_node is not None and model_node is None:
         err("E306", "`train` needs a `model` in the same file", train_node.span)
@@ -106,6 +108,24 @@ def _check_loss(model, train_node, err) -> None:
     if type_.shape != () or not type_.is_float:
         err("E172", f"the training loss must be a float scalar, got {type_}",
             model.output_spans.get("loss", model.span))
+
+
+def _check_targets(model, err) -> None:
+    """Every integer input is read from one token stream: an input that is not declared
+    `= next(...)` holds the tokens themselves. Labels of a loss that equal another input of the
+    model would teach it to copy its input."""
+    plain = [i for i in model.inputs if i.type.is_int and i.next_of is None]
+    labels = {op.inputs[1] for op in model.ops if op.kind == "cross_entropy"}
+    for target in plain:
+        if target.value not in labels:
+            continue
+        twin = next((i for i in plain if i is not target and i.type.shape == target.type.shape),
+                    None)
+        if twin is not None:
+            err("E173", f"`{target.name}` would hold the same tokens as `{twin.name}`: the loss "
+                f"would teach the model to copy its input", target.span,
+                help=f"declare the next-token targets: `input {target.name}: {target.type} = "
+                f"next({twin.name})`")
 
 
 def _spec_dir(program) -> Path:

@@ -172,8 +172,33 @@ class Elaborator(CallMixin):
             frame.env[stmt.name] = POISON
             return
         tensor = self.new_tensor(type_)
-        self.inputs.append(InputInfo(stmt.name, tensor.id, type_, stmt.span))
+        next_of = self.input_source(stmt, type_) if stmt.source is not None else None
+        self.inputs.append(InputInfo(stmt.name, tensor.id, type_, next_of=next_of,
+                                     span=stmt.span))
         frame.env[stmt.name] = tensor
+
+    def input_source(self, stmt: ast.Input, type_: TensorT) -> str | None:
+        """`= next(tokens)`: the input is an earlier integer input of the same shape, shifted
+        one position along the sequence (the next-token targets of a language model)."""
+        e = stmt.source
+        if not (isinstance(e, ast.Call) and e.func.dotted == "next" and len(e.args) == 1
+                and not e.kwargs and isinstance(e.args[0], ast.Name)):
+            self.err("E133", f"input `{stmt.name}` can only be declared as another input "
+                     "shifted by one: `= next(INPUT)`", e.span,
+                     help=f"e.g. `input {stmt.name}: {type_} = next(tokens)`")
+            return None
+        source = e.args[0].dotted
+        earlier = next((i for i in self.inputs if i.name == source), None)
+        if earlier is None:
+            self.err("E133", f"`next({source})`: `{source}` is not an input declared before "
+                     f"`{stmt.name}`", e.args[0].span)
+            return None
+        if not (type_.is_int and earlier.type.is_int) or type_.shape != earlier.type.shape \
+                or type_.rank < 2:
+            self.err("E133", f"`{stmt.name}` = next(`{source}`) needs two integer inputs of one "
+                     f"shape [batch, seq, ...]; they are {type_} and {earlier.type}", e.span)
+            return None
+        return source
 
     def param(self, frame: Frame, stmt: ast.Param) -> None:
         name = f"{frame.scope}.{stmt.name}" if frame.scope else stmt.name

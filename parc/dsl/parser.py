@@ -109,8 +109,8 @@ class _Builder(Transformer):
         return tuple(stmts)
 
     def input(self, meta, children):
-        name, type_ = children
-        return ast.Input(str(name), type_, self._span(meta))
+        name, type_, source = children
+        return ast.Input(str(name), type_, source, self._span(meta))
 
     def param(self, meta, children):
         name, type_, init = children

@@ -27,6 +27,7 @@ class InputInfo:
     name: str
     value: int
     type: TensorT
+    next_of: str | None = None  # `= next(tokens)`: tokens shifted by one position
     span: Span | None = _span()
 
 

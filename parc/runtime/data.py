@@ -46,8 +46,9 @@ class Data:
                 if len(self.inputs[name]["shape"]) == 1:  # one label per sample
                     out[name] = torch.from_numpy(x[:, -1].copy())
                     continue
-                shifted = name in ("targets", "labels")
-                out[name] = torch.from_numpy(x[:, 1:] if shifted else x[:, :-1].copy())
+                # `= next(tokens)`: the same sequences one position on; others unshifted
+                shifted = self.inputs[name].get("next_of") is not None
+                out[name] = torch.from_numpy((x[:, 1:] if shifted else x[:, :-1]).copy())
         gen = torch.Generator().manual_seed(self.seed * 7919 + step)
         for name, d in self.inputs.items():
             if name not in out:

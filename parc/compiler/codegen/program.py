@@ -35,12 +35,13 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
     train = spec.train
     highs = _input_ranges(plan)
     inputs = {}
+    next_of = {i.name: i.next_of for i in spec.model.inputs}
     for name in g.inputs:
         v = g.values[name]
         shape = [d.subs({"batch": train.batch}).as_int() for d in v.type.shape]
         splits = [(axis, s.dim) for axis, s in (v.sbp.axes if v.sbp else ()) if s.kind == "S"]
         inputs[name] = {"dtype": v.type.dtype, "shape": shape, "high": highs.get(name, 2),
-                        "splits": splits}
+                        "splits": splits, "next_of": next_of.get(name)}
     sched = plan.schedule
     return {
         "model": spec.model.name,
