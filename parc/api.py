@@ -29,9 +29,13 @@ __all__ = ["__version__", "calibrate", "check", "chrome_trace", "comparison", "c
            "tune_table", "winner_block", "write_atomic", "write_parallel_block"]
 
 
-def check(path: str | Path, overrides: dict | None = None) -> Spec:
-    """Parse and check a .par file. Raises ParcError with every diagnostic."""
-    return check_file(path, overrides)
+def check(path: str | Path, overrides: dict | None = None, plan: bool = False) -> Spec:
+    """Parse and check a .par file; with `plan`, plan it too, so that a plan the runtime
+    cannot run correctly is refused as well. Raises ParcError with every diagnostic."""
+    spec = check_file(path, overrides)
+    if plan and spec.parallel is not None and spec.train is not None and not spec.parallel.auto:
+        make_plan(spec)
+    return spec
 
 
 def ir(path: str | Path, after: str = "boxing", run: str | None = None,

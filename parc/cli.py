@@ -248,7 +248,7 @@ def _cmd_check(args) -> int:
     overrides = api.parse_overrides(args.set)
     for path in args.files:
         try:
-            spec = api.check(path, overrides)
+            spec = api.check(path, overrides, plan=True)
         except ParcError as exc:
             print(exc.render(), file=sys.stderr)
             status = 1

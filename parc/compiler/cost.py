@@ -16,6 +16,8 @@ from ..ops.comm import COMMS, SYNC_BUCKET_BYTES, backward_bytes, forward_bytes, 
 from ..ops.costs import nbytes, numel, op_cost
 from ..ops.sbp import Sbp
 from .ir import Graph, Op
+from .links import axis_link
+from .step_sync import step_syncs
 
 BACKWARD_COMM = {"grad_all_reduce": "all_reduce", "all_gather": "reduce_scatter",
                  "reduce_scatter": "all_gather", "all_to_all": "all_to_all"}
@@ -43,6 +45,7 @@ class CostModel:
         self.precision = precision
         self.params = {p.name for p in graph.params}
         self.param_like = self._parameter_values()
+        self.step_synced = set(step_syncs(graph))  # gradient all-reduces run once per step
         self._concrete: dict = {}
         self.inner: set[str] = set()  # results of ops that run inside another op's kernel
         if fused:
@@ -58,25 +61,7 @@ class CostModel:
 
     # ---- links
     def axis_link(self, axis: str, collective: bool = True) -> tuple[float, float]:
-        """(bandwidth, latency) of the link a mesh axis's groups communicate over.
-
-        Inside a node: NVLink. Across nodes, a point-to-point transfer has one GPU's network
-        port; a ring collective is hierarchical (as NCCL builds it): with k members of the
-        group in each node it runs k rings side by side, each crossing the node boundary on
-        its own port, so the inter-node hops see k ports' bandwidth, and never more than
-        NVLink carries inside the node."""
-        names = [a for a, _ in self.graph.mesh]
-        sizes = dict(self.graph.mesh)
-        stride = 1
-        for a in names[names.index(axis) + 1:]:
-            stride *= sizes[a]
-        span = stride * sizes[axis]
-        per_node = self.hw.devices_per_node
-        if span <= per_node or self.hw.inter_bw is None:
-            return self.hw.intra_bw, self.hw.intra_latency
-        latency = self.hw.inter_latency or self.hw.intra_latency
-        members = max(1, min(sizes[axis], per_node // stride)) if collective else 1
-        return min(self.hw.intra_bw, members * self.hw.inter_bw), latency
+        return axis_link(self.graph.mesh, self.hw, axis, collective)
 
     def p2p_time(self, size: float) -> float:
         """A point-to-point transfer between neighbouring pipeline stages."""
@@ -196,7 +181,7 @@ class CostModel:
         value = self.graph.values[op.inputs[0]]
         bwd = ring_time(backward, size, n, bandwidth, latency) if (
             backward and value.type.is_float) else 0.0
-        if op.inputs[0] in self.param_like and op.kind == "grad_all_reduce":
+        if op.outputs[0] in self.step_synced:
             # once per step, after accumulation; the runtime packs gradients into buckets of
             # SYNC_BUCKET_BYTES, so a parameter pays its share of a bucket's latency
             share = min(1.0, size / SYNC_BUCKET_BYTES)

@@ -14,6 +14,7 @@ from .schedules import FIXED, Schedule, build, validated
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
 from .schedules.validate import validate
+from .skip_check import check_skips
 
 # Python work of a split backward, in units of the hardware's per-op overhead (measured on CPU:
 # walking the autograd graph costs about half an op's dispatch per node, an autograd call per
@@ -195,6 +196,7 @@ def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
     ratio = sched.ratio if sched.name == "skip" else 0.25  # --compare on a non-skip spec
     pred = predict(part.units, part.bounds, config, cost, train.optimizer.name, ratio,
                    sched.seed)
+    check_skips(spec, graph, pred.schedule)
     readers: dict[str, set[int]] = {}
     for op in graph.ops:
         stage = graph.values[op.outputs[0]].stage

@@ -128,7 +128,12 @@ def sbp_rules(spec: Spec, dp: int, tp: int, zero: bool) -> list[str]:
         if heads:
             rules.append(", ".join(heads) + ": S(1)@tp" + dp_extra)
     if dp_extra:
-        rules.append("*.w: S(0)@dp")
+        # every weight matrix, whatever the model calls it (the tables and Megatron's weights
+        # above keep their own rule and add the dp split there)
+        patterns = sorted({"*." + p.name.rsplit(".", 1)[-1] if "." in p.name else p.name
+                           for p in spec.model.params if p.type.rank == 2})
+        if patterns:
+            rules.append(", ".join(patterns) + ": S(0)@dp")
     return rules
 
 
@@ -254,7 +259,7 @@ class Tuner:
         return units, cost
 
 
-def _candidates(spec: Spec, hw: HardwareSpec, devices: int) -> list[Candidate]:
+def candidates(spec: Spec, hw: HardwareSpec, devices: int) -> list[Candidate]:
     heads = [v for k, v in spec.model.hyper.items() if "heads" in k and isinstance(v, int)]
     layers = spec.model.num_layers or 1
     out = []
@@ -294,11 +299,11 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5,
     devices = hw.devices
     precision, optimizer = spec.train.precision, spec.train.optimizer.name
     tuner = Tuner(spec, hw, hw.name)
-    candidates = [c for c in _candidates(spec, hw, devices) if where is None or where(c)]
+    found = [c for c in candidates(spec, hw, devices) if where is None or where(c)]
     per_param = 8 + optimizer_state_bytes(optimizer)
     bounded = []
     rejected = []
-    for c in candidates:
+    for c in found:
         graph = tuner.lowered(c.dp, c.tp, c.zero, c.microbatches)
         if graph is None:
             tuner.invalid += 1
@@ -340,7 +345,7 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5,
             heapq.heappop(best)
     ranked = sorted((s for _, _, s in best), key=lambda s: s.step_s)
     rejected.sort(key=lambda r: r[1])
-    return TuneResult(ranked, rejected, len(candidates), simulated, tuner.invalid)
+    return TuneResult(ranked, rejected, len(found), simulated, tuner.invalid)
 
 
 def _comm_bytes(units: list[Unit], prediction: Prediction, c: Candidate) -> float:

@@ -84,9 +84,8 @@ class ParallelChecker:
             self.ok = False
         schedules = by_kind.get(ast.Schedule, [])
         schedule = self.schedule(schedules[0] if schedules else None, mesh)
-        batch_ok = self.batch_split(mesh)
         rules = [r for block in by_kind.get(ast.SbpBlock, []) for r in block.rules]
-        sbp = self.sbp(rules, mesh, batch_ok)
+        sbp = self.sbp(rules, mesh)
         stages = self.stages(by_kind.get(ast.StagesAuto, []), by_kind.get(ast.Stage, []), mesh,
                              schedule)
         recompute = settings.get("recompute", ())
@@ -105,7 +104,7 @@ class ParallelChecker:
     def auto_spec(self) -> ParallelSpec:
         """A placeholder plan (data parallel over every device) for `parc tune` to replace."""
         mesh = (("dp", self.hw.devices),)
-        sbp = self.sbp([], mesh, True)
+        sbp = self.sbp([], mesh)
         return ParallelSpec(self.hw, mesh, sbp, "auto", ScheduleSpec("1f1b"), (),
                             self.node.span, auto=True)
 
@@ -179,7 +178,7 @@ class ParallelChecker:
             if layers % (pp * v):
                 return self.fail("E333", f"interleaved needs the {layers} layers divisible by "
                                  f"pp * virtual = {pp * v}", node.span)
-            return ScheduleSpec("interleaved", virtual=v)
+            return ScheduleSpec("interleaved", virtual=v, span=node.span)
         if node.name == "skip":
             ratio, seed = values["ratio"], values["seed"]
             if not is_number(ratio) or not 0 <= ratio < 1:
@@ -190,11 +189,11 @@ class ParallelChecker:
             if pp < 3:
                 return self.fail("E335", "skip needs pp >= 3: the first and last stages are "
                                  "never skipped", node.span)
-            return ScheduleSpec("skip", ratio=float(ratio), seed=seed)
-        return ScheduleSpec(node.name)
+            return ScheduleSpec("skip", ratio=float(ratio), seed=seed, span=node.span)
+        return ScheduleSpec(node.name, span=node.span)
 
     # ---- sbp
-    def sbp(self, rules: list[ast.SbpRule], mesh, batch_ok: bool) -> dict[str, NdSbp]:
+    def sbp(self, rules: list[ast.SbpRule], mesh) -> dict[str, NdSbp]:
         axes = [name for name, _ in mesh if name != PIPELINE_AXIS]
         sizes = dict(mesh)
         named = [(i.name, i.type) for i in self.model.inputs]
@@ -220,20 +219,25 @@ class ParallelChecker:
                         chosen[name] = (rule, per_axis)
         out: dict[str, NdSbp] = {}
         problems: dict[tuple, list[str]] = {}  # one diagnostic per rule and kind of problem
+        batch_splits: set[tuple[str, ...]] = set()  # axes that split the batch dimension
         for name, type_ in named:
             rule, per_axis = chosen.get(name, (None, tuple(BROADCAST for _ in axes)))
             is_input = any(i.name == name for i in self.model.inputs)
+            found = None
             for axis, sbp in zip(axes, per_axis):
-                found = self.entry_problem(name, type_, axis, sizes[axis], sbp, is_input,
-                                           batch_ok)
-                if found is not None:
-                    problems.setdefault((id(rule), found[0]), []).append((rule, found))
+                found = found or self.entry_problem(name, type_, axis, sbp, is_input)
+            if found is None:
+                found = self.split_problem(name, type_, dict(zip(axes, per_axis)), sizes,
+                                           batch_splits)
+            if found is not None:
+                problems.setdefault((id(rule), found[0]), []).append((rule, found))
             out[name] = NdSbp(tuple(zip(axes, per_axis)))
         for found in problems.values():
             rule, (code, message) = found[0]
             more = len(found) - 1
             suffix = f" (and {more} more name{'s' * (more != 1)} this rule matches)" if more else ""
             self.fail(code, message + suffix, rule.span)
+        self.batch_split(batch_splits, sizes)
         return out
 
     def rule_entries(self, rule: ast.SbpRule, axes: list[str]) -> tuple[Sbp, ...] | None:
@@ -258,35 +262,52 @@ class ParallelChecker:
                 given[axis] = sbp
         return tuple(given.get(axis, BROADCAST) for axis in axes)
 
-    def entry_problem(self, name, type_, axis, size, sbp: Sbp, is_input,
-                      batch_ok) -> tuple[str, str] | None:
+    def entry_problem(self, name, type_, axis, sbp: Sbp, is_input) -> tuple[str, str] | None:
         """(code, message) when `sbp` cannot apply to this tensor on this axis."""
         if sbp.kind == "P":
             what = "an input" if is_input else "a parameter"
             return "E313", f"`{name}` is {what}, which cannot be a partial sum (P); use S or B"
-        if sbp.kind != "S":
-            return None
-        if not -type_.rank <= sbp.dim < type_.rank:
+        if sbp.kind == "S" and not -type_.rank <= sbp.dim < type_.rank:
             return "E314", (f"`{name}`: S({sbp.dim})@{axis} splits dim {sbp.dim}, but `{name}` "
                              f"is {type_} (rank {type_.rank})")
-        dim = type_.shape[sbp.dim % type_.rank]
-        if "batch" in dim.symbols and not batch_ok:
-            return None  # the batch size itself is already reported
-        known = dim.subs({"batch": self.train.microbatch_size})
-        if known.divisible_by(size) is False:
-            return "E315", (f"`{name}`: dim {sbp.dim % type_.rank} of size {known} does not "
-                            f"split evenly over `{axis}` ({size} devices)")
         return None
 
-    def batch_split(self, mesh) -> bool:
-        dp = dict(mesh).get("dp", 1)
-        need = self.train.microbatches * dp
-        if self.train.batch % need == 0:
-            return True
-        self.fail("E340", f"batch {self.train.batch} does not divide into "
-                  f"{self.train.microbatches} microbatches x dp = {dp}", self.train.span,
-                  help=f"use a batch that is a multiple of {need}")
-        return False
+    def split_problem(self, name, type_, per_axis: dict[str, Sbp], sizes,
+                      batch_splits: set) -> tuple[str, str] | None:
+        """(code, message) when a dim does not split evenly over all the axes splitting it."""
+        by_dim: dict[int, list[str]] = {}
+        for axis, sbp in per_axis.items():
+            if sbp.kind == "S":
+                by_dim.setdefault(sbp.dim % type_.rank, []).append(axis)
+        for dim_index, split_axes in sorted(by_dim.items()):
+            ways = 1
+            for axis in split_axes:
+                ways *= sizes[axis]
+            dim = type_.shape[dim_index]
+            if "batch" in dim.symbols:
+                batch_splits.add(tuple(split_axes))  # the batch size is checked once
+                continue
+            if dim.divisible_by(ways) is False:
+                over = " x ".join(f"`{a}`" for a in split_axes)
+                return "E315", (f"`{name}`: dim {dim_index} of size {dim} does not split evenly "
+                                f"over {over} ({ways} devices)")
+        return None
+
+    def batch_split(self, splits: set[tuple[str, ...]], sizes) -> None:
+        """The batch divides into microbatches times every split of the batch dimension."""
+        m = self.train.microbatches
+        if self.train.batch % m:
+            return  # reported with the train block
+        for split_axes in sorted(splits):
+            need = m
+            for axis in split_axes:
+                need *= sizes[axis]
+            if self.train.batch % need:
+                over = " x ".join(f"{a} = {sizes[a]}" for a in split_axes)
+                self.fail("E340", f"batch {self.train.batch} does not divide into {m} "
+                          f"microbatches x {over}", self.train.span,
+                          help=f"use a batch that is a multiple of {need}")
+                return
 
     # ---- stages
     def stages(self, autos, stages: list[ast.Stage], mesh, schedule):

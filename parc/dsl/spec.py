@@ -142,6 +142,7 @@ class ScheduleSpec:
     virtual: int = 1
     ratio: float = 0.0
     seed: int = 0
+    span: Span | None = _span()
 
 
 @dataclass(frozen=True)

@@ -113,10 +113,23 @@ def _transpose(ins, outs, attrs) -> list[Signature]:
                                           for k in range(x.rank)]
 
 
+def _leading(shape, size) -> bool:
+    """Whether some leading dims of `shape` multiply to `size`."""
+    product = None
+    for d in shape:
+        product = d if product is None else product * d
+        if product == size:
+            return True
+    return False
+
+
 def _reshape(ins, outs, attrs) -> list[Signature]:
+    """A split of the first dim survives a reshape that keeps it, merges it with the dims after
+    it or splits it into leading dims (row-major order keeps each rank's rows together)."""
     (x,), (out,) = ins, outs
     sigs = [((B,), (B,)), ((P,), (P,))]
-    if x.rank and out.rank and x.shape[0] == out.shape[0]:
+    if x.rank and out.rank and (_leading(x.shape, out.shape[0]) or
+                                _leading(out.shape, x.shape[0])):
         sigs.append(((S(0),), (S(0),)))
     return sigs
 

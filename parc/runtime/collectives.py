@@ -62,14 +62,21 @@ class _GradAllReduce(torch.autograd.Function):
 
 
 class _AllGather(torch.autograd.Function):
+    """S -> B. The result's gradient is partial (its users split the work): the backward sums
+    and scatters it. With `whole_grad` every rank holds the whole gradient already, and keeps
+    its slice."""
+
     @staticmethod
-    def forward(ctx, x, group, dim):
-        ctx.group, ctx.dim = group, dim
+    def forward(ctx, x, group, dim, whole_grad):
+        ctx.group, ctx.dim, ctx.whole_grad = group, dim, whole_grad
         return _gather(x, group, dim)
 
     @staticmethod
     def backward(ctx, grad):
-        return _scatter_sum(grad, ctx.group, ctx.dim), None, None
+        if ctx.whole_grad:
+            part = grad.chunk(_size(ctx.group), dim=ctx.dim)[_rank(ctx.group)].contiguous()
+            return part, None, None, None
+        return _scatter_sum(grad, ctx.group, ctx.dim), None, None, None
 
 
 class _ReduceScatter(torch.autograd.Function):
@@ -105,8 +112,8 @@ def grad_all_reduce(x: torch.Tensor, group) -> torch.Tensor:
     return _GradAllReduce.apply(x, group)
 
 
-def all_gather(x: torch.Tensor, group, dim: int) -> torch.Tensor:
-    return _AllGather.apply(x, group, dim)
+def all_gather(x: torch.Tensor, group, dim: int, whole_grad: bool = False) -> torch.Tensor:
+    return _AllGather.apply(x, group, dim, whole_grad)
 
 
 def reduce_scatter(x: torch.Tensor, group, dim: int) -> torch.Tensor:
@@ -122,9 +129,21 @@ def slice(x: torch.Tensor, group, dim: int) -> torch.Tensor:  # noqa: A001 - the
     return x.chunk(_size(group), dim=dim)[_rank(group)]
 
 
+class _ZeroFill(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, keep):
+        ctx.keep = keep
+        return x.view_as(x) if keep else torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad if ctx.keep else torch.zeros_like(grad)), None
+
+
 def zero_fill(x: torch.Tensor, group) -> torch.Tensor:
-    """B -> P: rank 0 keeps the value, the others contribute zeros."""
-    return x if _rank(group) == 0 else x * 0.0
+    """B -> P: rank 0 keeps the value, the others contribute zeros (not x * 0, which keeps
+    NaN and inf)."""
+    return _ZeroFill.apply(x, _rank(group) == 0)
 
 
 def to_partial(x: torch.Tensor, group, dim: int) -> torch.Tensor:

@@ -102,9 +102,12 @@ def _sync_gradients(program: Program) -> None:
     by_axis: dict[str, list[torch.Tensor]] = {}
     for module in program.modules.values():
         for name, axis in module.STEP_SYNC:
-            grad = getattr(module, name).grad
-            if grad is not None and mesh is not None and axis in mesh.groups:
-                by_axis.setdefault(axis, []).append(grad)
+            if mesh is None or mesh.groups.get(axis) is None:
+                continue  # the reference, or an axis of one device
+            param = getattr(module, name)
+            if param.grad is None:  # every member of the group packs the same buckets
+                param.grad = torch.zeros_like(param)
+            by_axis.setdefault(axis, []).append(param.grad)
     for axis in sorted(by_axis):  # every member of a group walks the same stages in order
         _all_reduce_buckets(by_axis[axis], mesh.groups[axis])
     shared = program.spec["shared_params"]
@@ -200,36 +203,44 @@ def _optimizer(program: Program) -> torch.optim.Optimizer:
 
 
 def _global_loss(program: Program, losses: list[torch.Tensor]) -> float:
-    """The step's loss: mean over microbatches, summed over the ranks that hold partial sums."""
+    """The step's loss: mean over microbatches, summed over the axes the loss is a partial sum
+    on (as the plan's SBP says), taken once over the axes it is whole on."""
     local = torch.stack(losses).sum() / program.spec["train"]["microbatches"] if losses \
         else torch.zeros(())
     if program.mesh is None:
         return float(local)
+    partial = set(program.spec["loss_partial"])
     owner = bool(losses) and all(program.mesh.coords[a] == 0 for a, _ in program.mesh.axes
-                                 if a not in ("pp",) and not _loss_partial_on(program, a))
+                                 if a != "pp" and a not in partial)
     value = local.detach().to(torch.float64).cpu() if owner else torch.zeros((),
                                                                             dtype=torch.float64)
     dist.all_reduce(value)
     return float(value)
 
 
-def _loss_partial_on(program: Program, axis: str) -> bool:
-    """The loss is a partial sum over the axes the data is split on."""
-    return any(a == axis for d in program.spec["inputs"].values() for a, _ in d["splits"])
-
-
 def _clip(program: Program, max_norm: float) -> None:
-    """Clip by the global norm; a replicated shard is counted once."""
+    """Clip by the global norm: every element of every parameter counted once, whether a
+    shard is replicated over an axis or a parameter kept on several stages (a tied
+    embedding on the first and the last)."""
     total = torch.zeros((), dtype=torch.float64)
-    for name, (param, _splits) in program.named_shards().items():
-        if param.grad is None:
+    home = {}  # parameter -> the first stage that keeps it
+    for stage in program.spec["stages"]:
+        for p in stage["params"]:
+            home.setdefault(p["name"], stage["index"])
+    for stage in program.spec["stages"]:
+        module = program.modules.get(stage["index"])
+        if module is None:
             continue
-        if program.mesh is not None:
-            split_axes = {a for a, _ in _param_splits(program, name)}
-            if any(program.mesh.coords[a] != 0 for a, _ in program.mesh.axes
-                   if a != "pp" and a not in split_axes):
+        for p in stage["params"]:
+            param = getattr(module, p["attr"])
+            if param.grad is None or home[p["name"]] != stage["index"]:
                 continue
-        total += param.grad.detach().double().pow(2).sum().cpu()
+            if program.mesh is not None:
+                split_axes = {a for a, _ in p["splits"]}
+                if any(program.mesh.coords[a] != 0 for a, _ in program.mesh.axes
+                       if a != "pp" and a not in split_axes):
+                    continue
+            total += param.grad.detach().double().pow(2).sum().cpu()
     if program.mesh is not None:
         dist.all_reduce(total)
     scale = max_norm / (float(total.sqrt()) + 1e-6)
@@ -239,16 +250,11 @@ def _clip(program: Program, max_norm: float) -> None:
                 p.grad.mul_(scale)
 
 
-def _param_splits(program: Program, name: str) -> list:
-    for stage in program.spec["stages"]:
-        for p in stage["params"]:
-            if p["name"] == name:
-                return p["splits"]
-    return []
-
-
 def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
-              on_step=None, resume: bool = False, trace: str | None = None) -> list[float]:
+              on_step=None, resume: bool = False, trace: str | None = None,
+              dump_steps: tuple[int, ...] | None = None) -> list[float]:
+    """Train `steps` steps. `dump`: write loss, gradients and updated parameters after the last
+    step into that directory, or after each of `dump_steps` into its `step<k>` there."""
     spec = program.spec
     train = spec["train"]
     data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
@@ -276,11 +282,16 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if train.get("grad_clip"):
             _clip(program, train["grad_clip"])
         loss = _global_loss(program, result.losses)
-        if dump is not None and step == steps - 1:
-            _dump(program, dump, loss, "grads")
+        where = None
+        if dump is not None and dump_steps is None and step == steps - 1:
+            where = dump
+        elif dump is not None and dump_steps is not None and step in dump_steps:
+            where = str(Path(dump) / f"step{step}")
+        if where is not None:
+            _dump(program, where, loss, "grads")
         optimizer.step()
-        if dump is not None and step == steps - 1:
-            _dump(program, dump, loss, "params")
+        if where is not None:
+            _dump(program, where, loss, "params")
         if ckpt and (step + 1) % ckpt["every"] == 0:
             checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer)
         seconds = time.perf_counter() - start
@@ -367,9 +378,9 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
     return losses
 
 
-def reference_steps(program_dir: str | Path, steps: int = 1,
-                    dump: str | None = None) -> list[float]:
+def reference_steps(program_dir: str | Path, steps: int = 1, dump: str | None = None,
+                    dump_steps: tuple[int, ...] | None = None) -> list[float]:
     """The same program in this process, every stage here, no communication: it must be
     compiled from the spec with parallelism removed (a mesh of the pipeline axis alone)."""
     program = Program(program_dir, None)
-    return run_steps(program, steps, None, dump)
+    return run_steps(program, steps, None, dump, dump_steps=dump_steps)

@@ -116,3 +116,21 @@ def test_vocabulary_parallel_head_never_gathers_the_logits(tp):
     embed = [(op.kind, op.attr("axis")) for op in comm_ops(graph, "embed")
              if op.attr("axis") == "tp"]
     assert embed == [("all_reduce", "tp")]  # each rank looked up its own rows
+
+
+def test_zero_gathers_the_weights_and_keeps_the_batch_split():
+    """ZeRO (every weight S(0)@dp, as `parc tune` writes it): the activations stay split by
+    batch from the embedding to the loss, and the sharded weights are gathered where they are
+    used. (Gathering the activations instead moves fewer bytes in a tiny model, but then every
+    later op runs replicated on all dp ranks.)"""
+    text = (ROOT / "examples/gpt_tiny.par").read_text().replace(
+        "    *: B\n", "    *.w: S(0)@dp\n").replace("mesh (pp = 2, dp = 2)", "mesh (dp = 4)")
+    graph = lower(check_text(text, "zero.par"))
+    for op in graph.ops:
+        for out in op.outputs:
+            if op.kind not in COMMS and graph.values[out].type.rank >= 3:
+                assert str(graph.values[out].sbp) == "S(0)@dp", op
+    gathered = {op.inputs[0] for op in comm_ops(graph) if op.kind == "all_gather"}
+    assert gathered == {p.name for p in graph.params if p.name.endswith(".w")}
+    loss = dict(graph.outputs)["loss"]
+    assert str(graph.values[loss].sbp) == "P@dp"

@@ -8,7 +8,7 @@ import pytest
 
 from parc.api import resolve_auto
 from parc.cli import main
-from parc.compiler.tune import Candidate, _candidates, parallel_text, sbp_rules, tune
+from parc.compiler.tune import Candidate, candidates, parallel_text, sbp_rules, tune
 from parc.dsl.check import check_file, check_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_candidates_keep_tp_inside_a_node_and_heads_divisible():
     spec = check_file(ROOT / "examples/gpt2_small.par")
-    cands = _candidates(spec, spec.parallel.hardware, 8)
+    cands = candidates(spec, spec.parallel.hardware, 8)
     assert {c.tp for c in cands} == {1, 2, 4}  # 12 heads: tp = 8 would split a head
     assert all(c.dp * c.pp * c.tp == 8 for c in cands)
     assert all(c.microbatches % c.pp == 0 for c in cands if c.family == "interleaved")
@@ -100,7 +100,7 @@ def test_calibrated_block_is_valid_par():
 
 def test_without_a_pipeline_microbatches_go_down_to_one_sample():
     spec = check_file(ROOT / "examples/gpt2_small.par")
-    counts = {c.microbatches for c in _candidates(spec, spec.parallel.hardware, 8)
+    counts = {c.microbatches for c in candidates(spec, spec.parallel.hardware, 8)
               if c.pp == 1 and c.dp == 8}
     assert counts == {1, 2, 4, 8, 16, 32, 64}  # 512 samples over dp = 8: 64 per rank
 
@@ -121,6 +121,34 @@ def test_pipeline_microbatch_counts_are_every_divisor_from_pp_up():
     text = (ROOT / "examples/gpt2_small.par").read_text().replace(
         "batch 512; microbatches 16", "batch 448; microbatches 16")
     spec = check_text(text, "b448.par")
-    counts = {c.microbatches for c in _candidates(spec, spec.parallel.hardware, 8)
+    counts = {c.microbatches for c in candidates(spec, spec.parallel.hardware, 8)
               if c.pp == 4 and c.dp == 2 and c.family == "1f1b"}
     assert counts == {4, 7, 8, 14, 16, 28, 32, 56, 112, 224}  # 224 samples per dp rank
+
+
+def test_zero_candidates_shard_weights_of_any_name():
+    """ZeRO shards every weight matrix by shape, not by a name like `w`: on a model of one's
+    own defs (matrices called `kernel`) the +zero plans check and rank."""
+    text = """
+use std.hw
+hardware cpu4 = std.hw.cpu(devices = 4)
+def dense(x: [*, din], dout) {
+  param kernel: f32[din, dout] init normal(0.02)
+  return matmul(x, kernel)
+}
+model net(vocab = 64, d = 32, layers = 2, seq = 8) {
+  input tokens: i64[batch, seq]
+  input targets: i64[batch, seq] = next(tokens)
+  param table: f32[vocab, d]
+  x = embedding(tokens, table)
+  for i in 0..layers { x = gelu(dense(x, d) as up) }
+  loss = cross_entropy(dense(x, vocab) as out, targets)
+  output loss
+}
+train { batch 16; microbatches 4 }
+parallel on cpu4 { auto }
+"""
+    spec = check_text(text, "net.par")
+    assert "*.kernel, table: S(0)@dp" in sbp_rules(spec, 4, 1, True)
+    result = tune(spec, top=3, where=lambda c: c.zero)
+    assert result.ranked and all(s.candidate.zero for s in result.ranked)

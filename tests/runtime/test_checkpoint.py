@@ -11,7 +11,7 @@ import pytest
 from parc.cli import main
 from parc.runtime import checkpoint
 
-from .contract import GPT_TP
+from ..contract.harness import GPT_TP
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -46,3 +46,16 @@ def test_targets_equal_to_the_inputs_are_refused():
         batch_of("nexts: i64[batch, seq]")
     assert exc.value.diagnostics[0].code == "E173"
     assert "= next(ids)" in exc.value.diagnostics[0].help
+
+
+def test_token_range_is_found_through_communication():
+    """Targets that reach the loss through a slice (here: replicated, with the logits split by
+    batch) still draw tokens over the whole vocabulary, as in the reference; the range was
+    read off the loss operand itself and fell back to two tokens."""
+    text = (SPEC.replace("NEXTS", "nexts: i64[batch, seq] = next(ids)")
+            .replace("std.hw.cpu(devices = 1)", "std.hw.cpu(devices = 2)")
+            .replace("{ mesh (pp = 1) }", "{\n  mesh (dp = 2)\n  sbp { ids: S(0)@dp }\n}"))
+    plan = make_plan(check_text(text, "range.par"))
+    assert any(op.kind == "slice" and op.inputs == ("nexts",) for op in plan.graph.ops)
+    inputs = program_json(plan, [])["inputs"]
+    assert inputs["nexts"]["high"] == inputs["ids"]["high"] == 32

@@ -13,9 +13,11 @@ from ...ops.catalog import CATALOG
 from ...ops.comm import COMMS
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.types import TensorT
+from ..boundaries import param_carriers, stage_boundaries
 from ..ir import Graph, Op
 from ..passes.fuse import fuse, recompute_instance
 from ..plan import Plan
+from ..step_sync import step_syncs
 from . import fused as fused_kernels
 from .fused import FusedKernel
 
@@ -84,17 +86,8 @@ class Emitter:
         self.fused: list[FusedKernel] = []
         self.batch = dict(self.graph.bindings).get("batch", 1)
         self.params = {p.name: p for p in self.graph.params}
-        self.carriers = self._param_carriers()
-        self.synced = {op.outputs[0] for op in self.graph.ops
-                       if op.kind == "grad_all_reduce" and op.outputs[0] in self.carriers}
-
-    def _param_carriers(self) -> dict[str, str]:
-        """Values that are a parameter passed along (gathered, or synced once per step)."""
-        out: dict[str, str] = {}
-        for op in self.graph.ops:
-            if op.kind in COMMS and (op.inputs[0] in self.params or op.inputs[0] in out):
-                out[op.outputs[0]] = out.get(op.inputs[0], op.inputs[0])
-        return out
+        self.carriers = param_carriers(self.graph)
+        self.synced = step_syncs(self.graph)  # grad_all_reduce result -> its operand
 
     # ---- shapes
     def splits(self, name: str) -> list[tuple[str, int]]:
@@ -113,31 +106,15 @@ class Emitter:
     # ---- stages
     def stages(self) -> list[StageCode]:
         g = self.graph
-        stage_of = {n: v.stage for n, v in g.values.items()}
         num = len(self.plan.stages)
-        produced_at = {}
-        for op in g.ops:
-            for out in op.outputs:
-                produced_at[out] = stage_of[out]
-        readers: dict[str, set[int]] = {}
-        for op in g.ops:
-            s = stage_of[op.outputs[0]]
-            for name in op.inputs:
-                readers.setdefault(name, set()).add(s)
-        for _, name in g.outputs:
-            readers.setdefault(name, set()).add(num - 1)
-        order = list(produced_at)
         codes = []
-        for info in self.plan.stages:
+        for info, edge in zip(self.plan.stages, stage_boundaries(g, num)):
             s = info.index
             code = StageCode(s, info.rank, info.units)
-            crossing = [n for n in order if n in produced_at and n not in self.carriers]
-            code.live_in = [self.boundary(n) for n in crossing
-                            if produced_at[n] < s and max(readers.get(n, {-1})) >= s]
-            code.live_out = [self.boundary(n) for n in crossing
-                             if produced_at[n] <= s and max(readers.get(n, {-1})) > s]
-            code.data_inputs = [n for n in g.inputs if s in readers.get(n, set())]
-            self.emit_ops(code, [op for op in g.ops if stage_of[op.outputs[0]] == s])
+            code.live_in = [self.boundary(n) for n in edge.live_in]
+            code.live_out = [self.boundary(n) for n in edge.live_out]
+            code.data_inputs = list(edge.data_inputs)
+            self.emit_ops(code, [op for op in g.ops if g.values[op.outputs[0]].stage == s])
             if s == num - 1:
                 code.loss = var(dict(g.outputs).get("loss", g.outputs[0][1]))
             codes.append(code)
@@ -159,7 +136,7 @@ class Emitter:
         if name in self.params:
             return f"self.{attr(name)}"
         if name in self.synced:  # the parameter itself; its gradient is synced per step
-            return f"self.{attr(self.carriers[name])}"
+            return self.operand(self.synced[name])
         return var(name)
 
     def emit_ops(self, code: StageCode, ops: list[Op]) -> None:
@@ -252,7 +229,9 @@ class Emitter:
             if op.outputs[0] in self.synced:
                 code.step_sync.append((attr(self.carriers[op.outputs[0]]), axis))
                 return None
-            extra = {"all_gather": f", dim={src.dim}", "reduce_scatter": f", dim={dst.dim}",
+            gather = f", dim={src.dim}" + (", whole_grad=True" if op.attr("grad") == "whole"
+                                             else "")
+            extra = {"all_gather": gather, "reduce_scatter": f", dim={dst.dim}",
                      "slice": f", dim={dst.dim}", "to_partial": f", dim={src.dim}",
                      "all_to_all": f", src={src.dim}, dst={dst.dim}"}.get(op.kind, "")
             return f"{outs} = C.{op.kind}({args[0]}, {group}{extra}){comment}"

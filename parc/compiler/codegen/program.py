@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ...ops.comm import COMMS
 from ..plan import Plan
 from ..report import plan_json
 from .emit import Emitter, StageCode
@@ -43,6 +44,7 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
         inputs[name] = {"dtype": v.type.dtype, "shape": shape, "high": highs.get(name, 2),
                         "splits": splits, "next_of": next_of.get(name)}
     sched = plan.schedule
+    loss = g.values[dict(g.outputs).get("loss", g.outputs[0][1])]
     return {
         "model": spec.model.name,
         "mesh": [list(axis) for axis in (spec.parallel.mesh or (("pp", 1),))],
@@ -64,6 +66,8 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                                for p in s.params]}
                    for s in stages],
         "shared_params": plan.shared_params,
+        # the loss is a partial sum over these axes (each rank's share), whole over the others
+        "loss_partial": [a for a, sbp in (loss.sbp.axes if loss.sbp else ()) if sbp.kind == "P"],
         "recompute": list(spec.parallel.recompute),
         "kernels": kernels,
         "schedule": {"family": sched.family, "stage_rank": list(sched.stage_rank),
@@ -85,12 +89,19 @@ def _input_ranges(plan: Plan) -> dict[str, int]:
     """The exclusive upper bound of each integer input: the rows of the table it indexes, or
     the classes of the loss it labels."""
     g = plan.graph
+    producer = g.producers()
+
+    def root(name: str) -> str:  # the model input a value is, through communication
+        while name in producer and producer[name].kind in COMMS:
+            name = producer[name].inputs[0]
+        return name
+
     out: dict[str, int] = {}
     for op in g.ops:
-        if op.kind == "embedding" and op.inputs[0] in g.inputs:
-            out[op.inputs[0]] = g.values[op.inputs[1]].type.shape[0].as_int()
-        if op.kind == "cross_entropy" and op.inputs[1] in g.inputs:
-            out[op.inputs[1]] = g.values[op.inputs[0]].type.shape[-1].as_int()
+        if op.kind == "embedding" and root(op.inputs[0]) in g.inputs:
+            out[root(op.inputs[0])] = g.values[op.inputs[1]].type.shape[0].as_int()
+        if op.kind == "cross_entropy" and root(op.inputs[1]) in g.inputs:
+            out[root(op.inputs[1])] = g.values[op.inputs[0]].type.shape[-1].as_int()
     return out
 
 

@@ -9,24 +9,27 @@ from ...dsl.spec import Spec
 from ..ir import Graph
 from ..verify import verify as verify_graph
 from .boxing import boxing
+from .context import PassContext
 from .elaborate import elaborate
 from .fuse import fuse
 from .sbp import sbp
 from .shapes import shapes
 
-PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
-    ("shapes", shapes),
+PASSES: list[tuple[str, Callable[[Graph, PassContext], Graph]]] = [
+    ("shapes", lambda graph, context: shapes(graph)),
     ("sbp", sbp),
-    ("boxing", boxing),
+    ("boxing", lambda graph, context: boxing(graph)),
 ]
 PASS_NAMES = ["elaborate"] + [name for name, _ in PASSES] + ["partition", "fuse"]
 
 
-def run_passes(graph: Graph, names: list[str], verify: bool = False) -> Graph:
+def run_passes(graph: Graph, names: list[str], verify: bool = False,
+               context: PassContext | None = None) -> Graph:
     """Run the named passes (in pipeline order) on a graph."""
+    context = context or PassContext()
     for name, fn in PASSES:
         if name in names:
-            graph = fn(graph)
+            graph = fn(graph, context)
             if verify:
                 verify_graph(graph)
     return graph
@@ -48,4 +51,6 @@ def lower(spec: Spec, after: str = "boxing", verify: bool = False) -> Graph:
     if verify:
         verify_graph(graph)
     upto = PASS_NAMES.index(after)  # partition is handled above
-    return run_passes(graph, PASS_NAMES[1:upto + 1], verify)
+    context = PassContext(hardware=spec.parallel.hardware, precision=spec.train.precision) \
+        if spec.parallel is not None and spec.train is not None else None
+    return run_passes(graph, PASS_NAMES[1:upto + 1], verify, context)

@@ -2,20 +2,27 @@
 
 Forward: wherever an op needs its operand in another SBP, convert it one mesh axis at a time
 (all_reduce P->B, reduce_scatter P->S, all_gather S->B, all_to_all S(i)->S(j), slice B->S,
-zero_fill B->P, to_partial S->P). A conversion feeding several consumers is made once.
+zero_fill B->P, to_partial S->P). A dim split over several axes is cut outer axis first (the
+runtime's shard order), so splits are undone innermost first and made outermost first. A
+conversion feeding several consumers is made once.
 
-Backward: a replicated (B) float value whose consumers produce split or partial results gets
-partial gradients from them; `grad_all_reduce` (identity forward, all-reduce of the gradient
-backward) is inserted in front of those consumers. For parameters this is the data-parallel
-gradient all-reduce; for activations it is Megatron's all-reduce at the start of a
-tensor-parallel region. A value made whole by an all_gather needs none: the all_gather's
-backward is a reduce-scatter (ZeRO-style sharded parameters).
+Backward: the gradient of a replicated (B) float value is either whole on every rank or a
+partial sum over the axis. A consumer whose results are split or partial on the axis hands
+its replicated operand a partial gradient; one whose results are replicated hands it a whole
+one. Partial gradients may travel on through ops that are linear in their operand (transpose,
+reshape, ...) and end in an all_gather, whose backward then sums and scatters them
+(`grad=partial`: ZeRO's reduce-scatter), or at a parameter, whose gradient is then
+all-reduced. Everywhere else, and wherever whole and partial gradients would meet,
+`grad_all_reduce` (identity forward, all-reduce of the gradient backward) is inserted in front
+of the consumers that hand out partial ones: the data-parallel gradient all-reduce for
+parameters, Megatron's all-reduce at the start of a tensor-parallel region for activations.
+An all_gather whose result gets a whole gradient keeps its slice of it (`grad=whole`).
 """
 
 from __future__ import annotations
 
 from ...ops.comm import COMMS, boxing_kind
-from ...ops.sbp import NdSbp
+from ...ops.sbp import BROADCAST, NdSbp, Sbp
 from ..ir import Graph, Op, Value
 
 
@@ -33,20 +40,59 @@ class _Builder:
         return name
 
 
-def _convert(builder: _Builder, name: str, target: NdSbp, consumer: Op, out: list[Op]) -> str:
-    """Emit ops turning %name into SBP `target`, one axis at a time; return the new name."""
-    current = builder.values[name]
-    for axis in builder.graph.sbp_axes:
-        src, dst = current.sbp.on(axis), target.on(axis)
-        kind = boxing_kind(src, dst)
-        if kind is None:
+def _splitters(sbp: NdSbp, axes: tuple[str, ...], dim: int) -> list[str]:
+    return [a for a in axes if sbp.on(a) == Sbp("S", dim)]
+
+
+def _conversion_plan(src: NdSbp, dst: NdSbp, axes: tuple[str, ...]) -> list[tuple[str, Sbp]]:
+    """(axis, SBP after) steps turning src into dst with the runtime's shard order kept.
+
+    A dim's local block follows the axes that split it, outer first (mixed radix). Only the
+    innermost splitter can be removed in place (a gather of neighbouring blocks) and a new
+    splitter only added innermost, so the axes past the common prefix of the source and
+    target splitters are undone innermost first, and the target's made outermost first."""
+    current = {a: src.on(a) for a in axes}
+    steps: list[tuple[str, Sbp]] = []
+    dims = {s.dim for s in list(current.values()) + [dst.on(a) for a in axes] if s.kind == "S"}
+    undo: set[str] = set()
+    for dim in dims:
+        before, after = _splitters(src, axes, dim), _splitters(dst, axes, dim)
+        keep = 0
+        while keep < min(len(before), len(after)) and before[keep] == after[keep]:
+            keep += 1
+        undo.update(before[keep:])
+    shared = {d for d in dims if len(set(_splitters(src, axes, d)) |
+                                     set(_splitters(dst, axes, d))) > 1}
+    for axis in reversed(axes):  # undo splits, innermost first
+        if axis not in undo:
             continue
-        sbp = NdSbp(tuple((a, dst if a == axis else current.sbp.on(a))
-                          for a in builder.graph.sbp_axes))
+        was, want = current[axis], dst.on(axis)
+        if want.kind == "S" and want != was and was.dim not in shared and want.dim not in shared:
+            steps.append((axis, want))  # all_to_all in one step
+        elif want.kind == "P" and was.dim not in shared:
+            steps.append((axis, want))  # to_partial
+        else:
+            steps.append((axis, BROADCAST))  # all_gather
+        current[axis] = steps[-1][1]
+    for axis in axes:  # make the rest, outermost first
+        if current[axis] != dst.on(axis):
+            steps.append((axis, dst.on(axis)))
+            current[axis] = dst.on(axis)
+    return steps
+
+
+def _convert(builder: _Builder, name: str, target: NdSbp, consumer: Op, out: list[Op]) -> str:
+    """Emit ops turning %name into SBP `target`; return the new name."""
+    axes = builder.graph.sbp_axes
+    current = builder.values[name]
+    for axis, dst in _conversion_plan(current.sbp, target, axes):
+        kind = boxing_kind(current.sbp.on(axis), dst)
+        sbp = NdSbp(tuple((a, dst if a == axis else current.sbp.on(a)) for a in axes))
         new = builder.fresh(current, sbp)
         out.append(Op(kind, (current.name,), (new,), (("axis", axis),), consumer.scope, None,
                       consumer.span))
         current = builder.values[new]
+    assert current.sbp == target, (current.sbp, target)
     return current.name
 
 
@@ -72,54 +118,88 @@ def _forward(graph: Graph, builder: _Builder) -> list[Op]:
 
 # Replicated ops that are linear in their operand: a partial gradient passes through them
 # unchanged, so the all-reduce is deferred to their operand and merges with its other uses.
+# (Communication on another axis is linear on this one too.)
 TRANSPARENT = {"transpose", "reshape", "split_heads", "merge_heads", "split", "scale"}
 
 
-def _partial_axes(values: dict[str, Value], op: Op, axes, passed: dict[str, set]) -> set[str]:
-    """The axes on which `op` hands its replicated operand a partial gradient."""
-    if op.kind in COMMS:
-        return set(axes) if op.kind in ("slice", "zero_fill") else set()
-    found = set()
-    for axis in axes:
-        outs = [values[o].sbp.on(axis) for o in op.outputs]
-        if any(s.kind in ("S", "P") for s in outs):
-            found.add(axis)
-        elif op.kind in TRANSPARENT and any(axis in passed.get(o, ()) for o in op.outputs):
-            found.add(axis)
-    return found
+def _linear_on(op: Op, axis: str) -> bool:
+    return op.kind in TRANSPARENT or (op.kind in COMMS and op.attr("axis") != axis)
+
+
+class _Gradients:
+    """Per replicated float value and axis: does its gradient arrive partial or whole?"""
+
+    def __init__(self, graph: Graph, values: dict[str, Value], ops: list[Op]):
+        self.values, self.ops, self.axes = values, ops, graph.sbp_axes
+        self.sources = [p.name for p in graph.params] + list(graph.inputs)
+        self.producer = {out: op for op in ops for out in op.outputs}
+        self.consumers: dict[str, list[int]] = {}
+        for index, op in enumerate(ops):
+            for name in dict.fromkeys(op.inputs):
+                self.consumers.setdefault(name, []).append(index)
+        self.partial: set[tuple[str, str]] = set()  # (value, axis): its gradient is partial
+        self.syncs: dict[str, dict[int, list[str]]] = {}  # value -> consumer -> axes to sum
+
+    def tracked(self, name: str, axis: str) -> bool:
+        value = self.values[name]
+        return value.type.is_float and value.sbp.on(axis).kind == "B"
+
+    def hands_partial(self, index: int, axis: str) -> bool:
+        """Whether op `index` gives its replicated operand a partial gradient on `axis`."""
+        op = self.ops[index]
+        if op.kind in COMMS and op.attr("axis") == axis:
+            return op.kind in ("slice", "zero_fill")
+        if any(self.values[o].sbp.on(axis).kind in "SP" for o in op.outputs):
+            return True
+        if _linear_on(op, axis):
+            used = [o for o in op.outputs if self.tracked(o, axis) and self.consumers.get(o)]
+            return bool(used) and all((o, axis) in self.partial for o in used)
+        return False
+
+    def all_partial(self, name: str, axis: str) -> bool:
+        users = self.consumers.get(name, [])
+        return bool(users) and all(self.hands_partial(i, axis) for i in users)
+
+    def settle(self, name: str, axis: str) -> None:
+        """Decide how `name`'s gradient arrives, once every consumer's results are settled."""
+        users = self.consumers.get(name, [])
+        partial = [i for i in users if self.hands_partial(i, axis)]
+        if not partial:
+            return
+        producer = self.producer.get(name)
+        if len(partial) == len(users) and producer is not None and (
+                _linear_on(producer, axis) or (producer.kind == "all_gather" and
+                                               producer.attr("axis") == axis)):
+            siblings = [o for o in producer.outputs if o != name and self.tracked(o, axis)
+                        and self.consumers.get(o)]
+            if all(self.all_partial(o, axis) for o in siblings):
+                self.partial.add((name, axis))  # it travels on to the producer's operand
+                return
+        # made whole where it is handed out (for a parameter: its gradient all-reduce)
+        for index in partial:
+            self.syncs.setdefault(name, {}).setdefault(index, []).append(axis)
+
+    def run(self) -> None:
+        order = [name for op in reversed(self.ops) for name in reversed(op.outputs)]
+        order += self.sources
+        for name in dict.fromkeys(order):
+            for axis in self.axes:
+                if self.tracked(name, axis):
+                    self.settle(name, axis)
 
 
 def _gradient_sync(graph: Graph, builder: _Builder, ops: list[Op]) -> list[Op]:
     values = builder.values
-    producers = {out: op for op in ops for out in op.outputs}
-    # Walk backwards: which axes each value's gradient arrives partial on, and which of those
-    # an all-reduce must fix here rather than upstream.
-    passed: dict[str, set] = {}  # value -> axes its partial gradient passes to its operand
-    groups: dict[str, dict[tuple[str, ...], list[int]]] = {}
-    for index in reversed(range(len(ops))):
-        op = ops[index]
-        for name in dict.fromkeys(op.inputs):
-            value = values[name]
-            producer = producers.get(name)
-            if not value.type.is_float or op.kind in ("all_gather", "grad_all_reduce"):
-                continue
-            replicated = [a for a in graph.sbp_axes if value.sbp.on(a).kind == "B"]
-            axes = _partial_axes(values, op, replicated, passed)
-            axes = {a for a in axes if not (producer is not None and
-                                            producer.kind == "all_gather" and
-                                            producer.attr("axis") == a)}
-            if producer is not None and producer.kind in TRANSPARENT:
-                prod_in = values[producer.inputs[0]].sbp
-                moved = {a for a in axes if prod_in.on(a).kind == "B"}
-                passed.setdefault(name, set()).update(moved)
-                axes -= moved
-            if axes:
-                key = tuple(a for a in graph.sbp_axes if a in axes)
-                groups.setdefault(name, {}).setdefault(key, []).append(index)
+    grads = _Gradients(graph, values, ops)
+    grads.run()
     inserts: dict[int, list[Op]] = {}  # op index -> grad ops to emit before it
     rename: dict[tuple[int, str], str] = {}  # (op index, operand) -> synced name
-    for name, by_axes in groups.items():
-        for axes, members in by_axes.items():
+    for name, by_consumer in grads.syncs.items():
+        chains: dict[tuple[str, ...], list[int]] = {}
+        for index, axes in by_consumer.items():
+            key = tuple(a for a in graph.sbp_axes if a in axes)
+            chains.setdefault(key, []).append(index)
+        for axes, members in chains.items():
             first = min(members)
             current = name
             for axis in axes:
@@ -133,6 +213,11 @@ def _gradient_sync(graph: Graph, builder: _Builder, ops: list[Op]) -> list[Op]:
     out: list[Op] = []
     for index, op in enumerate(ops):
         out.extend(inserts.get(index, []))
+        if op.kind == "all_gather" and values[op.inputs[0]].type.is_float:
+            partial = (op.outputs[0], op.attr("axis")) in grads.partial
+            op = Op(op.kind, op.inputs, op.outputs,
+                    op.attrs + (("grad", "partial" if partial else "whole"),), op.scope,
+                    op.in_sbp, op.span)
         if any((index, i) in rename for i in op.inputs):
             op = Op(op.kind, tuple(rename.get((index, i), i) for i in op.inputs), op.outputs,
                     op.attrs, op.scope, op.in_sbp, op.span)
@@ -145,3 +230,4 @@ def boxing(graph: Graph) -> Graph:
     ops = _forward(graph, builder)
     ops = _gradient_sync(graph, builder, ops)
     return graph.with_(values=builder.values, ops=tuple(ops))
+

@@ -100,7 +100,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
         unit.flops += t.flops
         if op.kind in COMMS:
             moved = cost.comm_bytes(op)
-            if op.kind == "grad_all_reduce" and op.inputs[0] in cost.param_like:
+            if op.outputs[0] in cost.step_synced:
                 unit.sync_bytes += moved
             else:
                 unit.comm_bytes += moved

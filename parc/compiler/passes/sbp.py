@@ -2,39 +2,52 @@
 
 Axes are independent (ND-SBP): each op picks, per axis, one of its catalog signatures. A
 signature that needs no conversion of its operands wins (a partial-sum result counts as a
-pending all-reduce); otherwise the one with the least boxing traffic, forward and backward,
-counting what its results will cost to make whole later. The op records the operand SBPs it
+pending all-reduce). Otherwise the cheapest in time on the declared hardware: the boxing its
+operands need, forward and backward, as alpha-beta on the axis's link; the op's own compute
+(an op replicated over the axis does its FLOPs on every rank of it, a split one 1/n); and what
+its results will cost later: a partial sum's all-reduce, a split made here its gather, and a
+split given up here (results whole where an operand was split) the replicated compute of
+everything after it. Propagating a split (a batch split above all) costs nothing later, so
+data parallelism is never switched off to save bytes. The op records the operand SBPs it
 needs (`needs(...)`); the boxing pass inserts the conversions.
 """
 
 from __future__ import annotations
 
 from ...ops.catalog import CATALOG
-from ...ops.comm import backward_bytes, boxing_kind, forward_bytes
-from ...ops.costs import nbytes
+from ...ops.comm import COMMS, backward_bytes, boxing_kind, forward_bytes
+from ...ops.costs import nbytes, op_cost
 from ...ops.sbp import NdSbp, Sbp
 from ...ops.signatures import Signature, signatures
 from ..ir import Graph, Op, Value
+from ..links import axis_link
+from .context import PassContext
+
+BACKWARD_COLLECTIVE = {"all_reduce": False, "reduce_scatter": True, "all_gather": True,
+                       "all_to_all": True, "slice": True, "zero_fill": True, "to_partial": False}
 
 
-def _conversion_bytes(src: Sbp, dst: Sbp, size: int, n: int, differentiable: bool) -> float:
-    kind = boxing_kind(src, dst)
-    if kind is None:
+def _flops(graph: Graph, op: Op) -> float:
+    """Forward and backward FLOPs of an op on whole tensors (0 for communication)."""
+    if op.kind in COMMS:
         return 0.0
-    # Every conversion costs at least a byte, so a signature that needs none wins a tie.
-    return 1.0 + forward_bytes(kind, size, n) + backward_bytes(kind, size, n, differentiable)
-
-
-def _pending_bytes(sbp: Sbp, size: int, n: int) -> float:
-    """What a result's SBP will likely cost to make whole later."""
-    return {"P": 2.0 * size * (n - 1), "S": float(size * (n - 1))}.get(sbp.kind, 0.0)
+    ins = [graph.concrete(graph.values[i].type) for i in op.inputs]
+    outs = [graph.concrete(graph.values[o].type) for o in op.outputs]
+    cost = op_cost(op.kind, ins, outs, CATALOG[op.kind].full_attrs(op.attrs))
+    return float(cost.flops_fwd + sum(cost.flops_bwd))
 
 
 class _AxisChooser:
-    def __init__(self, graph: Graph, axis: str, assigned: dict[str, list[tuple[str, Sbp]]]):
+    def __init__(self, graph: Graph, axis: str, assigned: dict[str, list[tuple[str, Sbp]]],
+                 context: PassContext, later_flops: list[float]):
         self.graph, self.axis = graph, axis
         self.n = graph.axis_size(axis)
         self.assigned = assigned  # value -> [(axis, sbp)] for the axes done so far
+        hw = context.hardware
+        peak = hw.flops_bf16 if context.precision == "bf16" else hw.flops_f32
+        self.flop_rate = peak * hw.efficiency
+        self.bandwidth, self.latency = axis_link(graph.mesh, hw, axis)
+        self.later_flops = later_flops  # FLOPs of every op after each op
 
     def local_dim(self, name: str, dim: int, earlier: list[tuple[str, Sbp]]) -> int | None:
         size = self.graph.concrete(self.graph.values[name].type).shape[dim].as_int()
@@ -52,7 +65,26 @@ class _AxisChooser:
                     return False
         return True
 
-    def choose(self, op: Op, current: list[Sbp], out_earlier) -> Signature:
+    def ways(self, earlier: list[tuple[str, Sbp]]) -> int:
+        """How many ways the axes done so far divide a tensor (or an op's work)."""
+        out = 1
+        for axis, sbp in earlier:
+            if sbp.kind in "SP":
+                out *= self.graph.axis_size(axis)
+        return out
+
+    def transfer(self, kind: str | None, size: float, differentiable: bool) -> float:
+        """Seconds of a conversion, forward and its backward image, on this axis's link."""
+        if kind is None:
+            return 0.0
+        moved = forward_bytes(kind, size, self.n) + backward_bytes(kind, size, self.n,
+                                                                   differentiable)
+        collectives = int(COMMS[kind].collective) + int(differentiable and
+                                                        BACKWARD_COLLECTIVE[kind])
+        # every conversion costs something, so a signature that needs none wins a tie
+        return 1e-12 + moved / (self.n * self.bandwidth) + collectives * self.latency
+
+    def choose(self, index: int, op: Op, current: list[Sbp], out_earlier) -> Signature:
         g = self.graph
         ins = [g.concrete(g.values[i].type) for i in op.inputs]
         outs = [g.concrete(g.values[o].type) for o in op.outputs]
@@ -64,22 +96,48 @@ class _AxisChooser:
             if self.fits(op.inputs, sig[0], in_earlier)
             and self.fits(op.outputs, sig[1], out_earlier)]
         assert candidates, f"{op.kind} has no signature on {self.axis}"
-        out_sizes = [nbytes(t) for t in outs]
+        out_sizes = [nbytes(t) / self.ways(e) for t, e in zip(outs, out_earlier)]
         exact = [sig for sig in candidates if list(sig[0]) == current]
         if exact:
-            return min(exact, key=lambda sig: sum(
-                _pending_bytes(s, size, self.n) for s, size in zip(sig[1], out_sizes)
-                if s.kind == "P"))
+            return min(exact, key=lambda sig: self.pending(index, sig, current, out_sizes))
+        flops = _flops(g, op) / self.ways(out_earlier[0] if out_earlier else [])
 
         def cost(sig: Signature) -> float:
-            total = sum(_conversion_bytes(src, dst, nbytes(t), self.n, t.is_float)
-                        for src, dst, t in zip(current, sig[0], ins))
-            return total + sum(_pending_bytes(s, size, self.n)
-                               for s, size in zip(sig[1], out_sizes))
+            total = sum(self.transfer(boxing_kind(src, dst), nbytes(t) / self.ways(e),
+                                      t.is_float)
+                        for src, dst, t, e in zip(current, sig[0], ins, in_earlier))
+            whole = all(s.kind == "B" for s in sig[1])
+            total += flops / (1 if whole else self.n) / self.flop_rate
+            return total + self.pending(index, sig, current, out_sizes)
         return min(candidates, key=cost)
 
+    def pending(self, index: int, sig: Signature, current: list[Sbp],
+                out_sizes: list[float]) -> float:
+        """Seconds the results' SBP will likely cost later."""
+        split_in = any(s.kind == "S" for s in current)
+        total = 0.0
+        for s, size in zip(sig[1], out_sizes):
+            if s.kind == "P":  # an all-reduce
+                total += self.transfer("all_reduce", size, False)
+            elif s.kind == "S" and not split_in:  # a split made here: a gather, likely
+                total += self.transfer("all_gather", size, False)
+        if split_in and all(s.kind == "B" for s in sig[1]):
+            # the split is given up: everything after runs replicated
+            total += self.later_flops[index] * (1 - 1 / self.n) / self.flop_rate
+        return total
 
-def sbp(graph: Graph) -> Graph:
+
+def _later_flops(graph: Graph) -> list[float]:
+    out = [0.0] * len(graph.ops)
+    running = 0.0
+    for index in reversed(range(len(graph.ops))):
+        out[index] = running
+        running += _flops(graph, graph.ops[index])
+    return out
+
+
+def sbp(graph: Graph, context: PassContext | None = None) -> Graph:
+    context = context or PassContext()
     axes = graph.sbp_axes
     if not axes:
         return graph  # a pure pipeline: every tensor is whole on its stage
@@ -89,12 +147,14 @@ def sbp(graph: Graph) -> Graph:
         annotation = graph.values[name].sbp or NdSbp(())
         assigned[name] = [(axis, annotation.on(axis)) for axis in axes]
     needs: dict[int, list[list[tuple[str, Sbp]]]] = {}
+    later = _later_flops(graph)
     for axis_index, axis in enumerate(axes):
-        chooser = _AxisChooser(graph, axis, {k: v[:axis_index] for k, v in assigned.items()})
+        chooser = _AxisChooser(graph, axis, {k: v[:axis_index] for k, v in assigned.items()},
+                               context, later)
         for index, op in enumerate(graph.ops):
             current = [assigned[i][axis_index][1] for i in op.inputs]
             out_earlier = [assigned.get(o, [])[:axis_index] for o in op.outputs]
-            sig_in, sig_out = chooser.choose(op, current, out_earlier)
+            sig_in, sig_out = chooser.choose(index, op, current, out_earlier)
             needs.setdefault(index, [[] for _ in op.inputs])
             for slot, sbp_in in zip(needs[index], sig_in):
                 slot.append((axis, sbp_in))
