@@ -1,9 +1,13 @@
 """Runs several compiled programs in one torchrun launch (launching costs ~10 s on 2 cores).
 
-Usage: torchrun --nproc_per_node=N contract_driver.py STEPS PROGRAM_DIR DUMP_DIR [...]
+Usage: torchrun --nproc_per_node=N driver.py STEPS PROGRAM_DIR DUMP_DIR [...]
+
+After each program rank 0 writes DUMP_DIR/losses.txt and DUMP_DIR/done, so a launch that
+fails part-way says which programs finished.
 """
 
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 
@@ -19,11 +23,12 @@ def main() -> None:
         spec = load_program(program_dir)
         mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
         program = Program(program_dir, mesh)
-        losses = run_steps(program, steps, dump=dump)
-        if mesh.rank == 0:
-            with open(f"{dump}/losses.txt", "w") as out:
-                out.write("\n".join(repr(x) for x in losses) + "\n")
+        losses = run_steps(program, steps, dump=dump, dump_steps=tuple(sorted({0, steps - 1})))
         dist.barrier()
+        if mesh.rank == 0:
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            Path(dump, "losses.txt").write_text("\n".join(repr(x) for x in losses) + "\n")
+            Path(dump, "done").write_text("")
     dist.destroy_process_group()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .contract import (
+from .harness import (
     GPT_TP,
     GPT_VOCAB,
     LLAMA_TP,
@@ -99,3 +99,56 @@ def test_triton_kernels_match_the_torch_reference(tmp_path: Path):
     launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=1)
     for name, (_, ref) in compiled.items():
         compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump")
+
+
+# One step away from the curated plans: each of these trained wrong, hung or crashed before
+# its fix (the comment says how).
+GPT_ZERO = "    tokens, targets: S(0)@dp\n    *.w: S(0)@dp"
+DEFECTS = {
+    # ZeRO as `parc tune` writes it: the sbp pass gathered the activations instead of the
+    # weights, ran the rest replicated and the loss was then summed over dp (4x)
+    "zero_dp4": ("gpt_tiny.par", dict(mesh="dp = 4", sbp=GPT_ZERO), ""),
+    "zero_pp2_dp2": ("gpt_tiny.par", dict(mesh="pp = 2, dp = 2", sbp=GPT_ZERO), ""),
+    "zero_llama_dp4": ("llama_tiny.par", dict(mesh="dp = 4", sbp=GPT_ZERO), ""),  # (and LLaMA)
+    # heads 3 over tp 2 needs a fallback gather, whose backward summed an already whole
+    # gradient (tp times too large)
+    "heads3_dp2_tp2": ("gpt_tiny.par", dict(mesh="dp = 2, tp = 2", sbp=GPT_TP),
+                       "heads = 3"),
+    # a row-parallel bias split like the column ones: the stage added the whole parameter
+    # where it had made it a partial sum (a shape error at run time)
+    "row_bias_dp2_tp2": ("gpt_tiny.par", dict(
+        mesh="dp = 2, tp = 2",
+        sbp=GPT_TP + "\n    block[*].attn.proj.b, block[*].mlp.fc2.b: S(0)@tp"), ""),
+    # a dim split over two axes was gathered outer axis first: rows in the wrong order
+    "two_axis_zero": ("gpt_tiny.par", dict(
+        mesh="dp = 2, tp = 2",
+        sbp="    tokens, targets: S(0)\n    block[*].mlp.fc1.w: S(0)@dp, S(0)@tp"), ""),
+    # an axis of one device had no group, and gradient sync all-reduced over the whole world
+    "size1_axis": ("gpt_tiny.par", dict(mesh="pp = 2, dp = 1, tp = 2",
+                                        sbp="    tokens, targets: S(0)@dp"), ""),
+    # gradient clipping counted the tied embedding on both pipeline ends
+    "clip_tied_pp2": ("gpt_tiny.par", dict(mesh="pp = 2, dp = 2",
+                                           sbp="    tokens, targets: S(0)@dp"), "clip"),
+    # the tied table read whole by the embedding and batch-split by the head: its gradient
+    # was all-reduced whole once per step (the embedding's share counted twice)
+    "mixed_table_dp4": ("gpt_tiny.par", dict(mesh="dp = 4", sbp="    targets: S(0)@dp"), ""),
+}
+
+
+def test_plans_one_step_away_match_the_reference(tmp_path: Path):
+    compiled = {}
+    for name, (example, kw, change) in DEFECTS.items():
+        text = variant(example, **kw)
+        if change == "heads = 3":
+            text = text.replace("d = 32, heads = 2", "d = 48, heads = 3")
+        if change == "clip":
+            text = text.replace("steps 20", "steps 20\n  grad_clip 0.05")
+        compiled[name] = compile_pair(text, name, tmp_path)
+    launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=2)
+    failures = []
+    for name, (_, ref) in compiled.items():
+        try:
+            compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump", steps=2)
+        except AssertionError as exc:
+            failures.append(f"{name}: {str(exc)[:600]}")
+    assert not failures, "\n".join(failures)
