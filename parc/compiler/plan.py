@@ -174,12 +174,30 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             acts += max((st.act_bytes for st in stages if st.rank == r), default=0.0)
         memory.append(RankMemory(numel * 4, numel * 4, numel * optimizer_state_bytes(optimizer),
                                  acts))
-    step_extra = max((sum(st.step for st in stages if st.rank == r) +
-                      optimizer_time(cost.hw, optimizer,
-                                     sum(st.param_numel for st in stages if st.rank == r),
-                                     sum(st.param_tensors for st in stages if st.rank == r))
-                      for r in range(pp)), default=0.0)
-    return Prediction(stages, schedule, simulation, memory, simulation.step_time + step_extra)
+    step_s = max((rank_end(simulation, stages, r) +
+                  optimizer_time(cost.hw, optimizer,
+                                 sum(st.param_numel for st in stages if st.rank == r),
+                                 sum(st.param_tensors for st in stages if st.rank == r))
+                  for r in range(pp)), default=simulation.step_time)
+    return Prediction(stages, schedule, simulation, memory, max(step_s, simulation.step_time))
+
+
+def rank_end(simulation: Simulation, stages: list[StageInfo], rank: int) -> float:
+    """When a rank's gradients are synced: each stage's all-reduce starts with its last
+    backward pass (the runtime overlaps them, runtime/sync.py) and they queue on the link;
+    what runs past the rank's last action is exposed."""
+    last: dict[int, float] = {}  # stage -> start of its last backward pass
+    end = 0.0
+    for e in simulation.events:
+        if e.rank == rank:
+            end = max(end, e.end)
+            if e.action.op in ("B", "W"):
+                last[e.action.stage] = e.start
+    queue = 0.0
+    for stage in sorted(last, key=last.get):
+        queue = max(queue, last[stage]) + stages[stage].step
+    unvisited = sum(st.step for st in stages if st.rank == rank and st.index not in last)
+    return max(end, queue) + unvisited
 
 
 def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,

@@ -152,10 +152,10 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
                 mine = {kind: _slice(full[kind], splits) for kind in kinds}
                 target.copy_(mine["param"])
                 if meta["adam_step"] > 0 and "exp_avg" in mine:
-                    optimizer.state[target] = {
+                    optimizer.state[target] = {  # the moments live with their parameter
                         "step": torch.tensor(float(meta["adam_step"])),
-                        "exp_avg": mine["exp_avg"].clone(),
-                        "exp_avg_sq": mine["exp_avg_sq"].clone()}
+                        "exp_avg": mine["exp_avg"].to(target.device, copy=True),
+                        "exp_avg_sq": mine["exp_avg_sq"].to(target.device, copy=True)}
     return int(meta["step"])
 
 

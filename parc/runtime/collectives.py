@@ -2,7 +2,9 @@
 
 Each forward has the backward the SBP rules give it: all_reduce (P->B) passes gradients
 through; grad_all_reduce is the identity forward and all-reduces the gradient; all_gather and
-reduce_scatter are each other's backward. A group of None means the axis has one device.
+reduce_scatter are each other's backward; all_to_all is its own. Each is one collective of
+its kind (all-gather, reduce-scatter, all-to-all), as the cost model charges them. A group of
+None means the axis has one device.
 """
 
 from __future__ import annotations
@@ -26,18 +28,39 @@ def _sum(x: torch.Tensor, group) -> torch.Tensor:
     return out
 
 
+_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def _gather(x: torch.Tensor, group, dim: int) -> torch.Tensor:
+    """Every rank's x, concatenated along `dim` in rank order (one all-gather)."""
     if group is None:
         return x
-    parts = [torch.empty_like(x) for _ in range(_size(group))]
-    dist.all_gather(parts, x.contiguous(), group=group)
-    return torch.cat(parts, dim=dim)
+    moved = x.movedim(dim, 0).contiguous()
+    out = moved.new_empty((_size(group) * moved.shape[0],) + tuple(moved.shape[1:]))
+    _gather_into(out, moved, group=group)
+    return out.movedim(0, dim).contiguous() if dim else out
 
 
 def _scatter_sum(x: torch.Tensor, group, dim: int) -> torch.Tensor:
+    """The sum over ranks, this rank's slice along `dim` (one reduce-scatter)."""
     if group is None:
         return x
-    return _sum(x, group).chunk(_size(group), dim=dim)[_rank(group)].contiguous()
+    moved = x.movedim(dim, 0).contiguous()
+    out = moved.new_empty((moved.shape[0] // _size(group),) + tuple(moved.shape[1:]))
+    dist.reduce_scatter_tensor(out, moved, group=group)
+    return out.movedim(0, dim).contiguous() if dim else out
+
+
+def _exchange(x: torch.Tensor, group, src: int, dst: int) -> torch.Tensor:
+    """S(src) -> S(dst): rank j gets this rank's piece of its slice along dst; the pieces
+    arrive in rank order along src (one all-to-all)."""
+    if group is None:
+        return x
+    n = _size(group)
+    send = torch.stack(x.chunk(n, dim=dst)).contiguous()
+    got = torch.empty_like(send)
+    dist.all_to_all_single(got, send, group=group)
+    return torch.cat(got.unbind(0), dim=src)
 
 
 class _AllReduce(torch.autograd.Function):
@@ -91,17 +114,16 @@ class _ReduceScatter(torch.autograd.Function):
 
 
 class _AllToAll(torch.autograd.Function):
-    """S(src) -> S(dst): gather along src, keep this rank's slice along dst."""
+    """S(src) -> S(dst); the backward is the same exchange the other way."""
 
     @staticmethod
     def forward(ctx, x, group, src, dst):
         ctx.group, ctx.src, ctx.dst = group, src, dst
-        return _gather(x, group, src).chunk(_size(group), dim=dst)[_rank(group)].contiguous()
+        return _exchange(x, group, src, dst)
 
     @staticmethod
     def backward(ctx, grad):
-        out = _gather(grad, ctx.group, ctx.dst).chunk(_size(ctx.group), dim=ctx.src)
-        return out[_rank(ctx.group)].contiguous(), None, None, None
+        return _exchange(grad.contiguous(), ctx.group, ctx.dst, ctx.src), None, None, None
 
 
 def all_reduce(x: torch.Tensor, group) -> torch.Tensor:

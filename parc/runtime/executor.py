@@ -1,15 +1,18 @@
-"""Runs one rank's share of a schedule: F, B and W actions with the p2p they imply.
+"""Runs one rank's share of a schedule: F, B and W actions, and the p2p groups between them.
 
+The compiler wrote each rank's steps into the program (plan.json `posting`): post a group of
+sends and receives and wait for all of it, or run an action. The executor follows them as
+written; the compiler proved them deadlock-free and matched under NCCL's rules (between two
+ranks operations match in the order they are posted, tags are ignored, a group completes as
+one), so every message uses one tag, on gloo as on NCCL, and an order that would hang or swap
+on GPUs hangs (until the timeout, reported with rank, step and action) or fails here too.
 Shapes are known from the plan, so receive buffers are allocated once and no shape handshake
-is needed. Receives block just before the action that needs them; sends are asynchronous and
-awaited at the end of the step, which is deadlock-free because the compiler validated the
-schedule under exactly these semantics.
+is needed.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +21,13 @@ from torch.utils.checkpoint import checkpoint
 
 from .data import local_slice
 from .split_backward import Split, backward_input, backward_weight
+
+TAG = 0  # NCCL ignores tags: messages match by order alone, here too
+
+
+class P2PError(RuntimeError):
+    """A group of sends and receives did not complete (a peer died, hung or diverged)."""
+
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
           "f64": torch.float64, "i64": torch.int64, "i32": torch.int32}
@@ -40,11 +50,6 @@ class StepResult:
     events: list[tuple] = field(default_factory=list)
 
 
-def message_tag(kind: str, src_stage: int, dst_stage: int, mb: int, index: int) -> int:
-    """The same tag on both ends of a message (NCCL ignores it; gloo matches on it)."""
-    return zlib.crc32(f"{kind}:{src_stage}:{dst_stage}:{mb}:{index}".encode()) & 0x7FFFFFF
-
-
 class Executor:
     def __init__(self, program: dict, modules: dict, mesh, device):
         self.program = program
@@ -58,14 +63,17 @@ class Executor:
         self.stages = {s["index"]: s for s in program["stages"]}
         self.num_microbatches = program["train"]["microbatches"]
         self.pp = self.mesh.coords.get("pp", 0) if self.mesh is not None else 0
-        if self.mesh is not None:
-            self.actions = [tuple(a) for a in sched["ranks"][self.pp]]
+        if self.mesh is not None:  # ("post", [[op, kind, src, dst, mb], ...]) or ("run", action)
+            self.steps = [("run", tuple(st["run"])) if "run" in st else
+                          ("post", [tuple(p) for p in st["post"]])
+                          for st in sched["posting"][self.pp]]
         else:  # one process runs every stage: each microbatch down its path and back
-            self.actions = []
+            self.steps = []
             for mb, path in enumerate(self.paths):
-                self.actions += [("F", s, mb) for s in path]
+                self.steps += [("run", ("F", s, mb)) for s in path]
                 for s in reversed(path):
-                    self.actions += [("B", s, mb)] + ([("W", s, mb)] if self.split else [])
+                    self.steps += [("run", ("B", s, mb))] + (
+                        [("run", ("W", s, mb))] if self.split else [])
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
         # `recompute all`: keep only each stage's inputs and run its forward again in backward
         self.recompute = "all" in program.get("recompute", [])
@@ -73,8 +81,8 @@ class Executor:
         # under recomputation each of its small passes would recompute the forward again, so
         # there W is one backward into the parameters
         self.weight_pass = not [r for r in program.get("recompute", []) if r != "none"]
-        # `precision bf16`: bf16 compute under autocast; parameters, optimizer state and the
-        # tensors sent between stages stay f32
+        # `precision bf16`: bf16 compute under autocast; parameters and optimizer state stay
+        # f32, the tensors sent between stages are bf16
         self.bf16 = program["train"].get("precision") == "bf16"
 
     # ---- neighbours
@@ -106,94 +114,84 @@ class Executor:
             buf.grad = None
         return self.buffers[key]
 
-    def _needs(self, action: tuple) -> tuple | None:
-        """The message an action receives from another rank: (kind, src, dst, mb, specs)."""
-        op, stage, mb = action
-        if op == "F":
-            prev = self._prev(stage, mb)
-            if prev is not None and self._peer(prev) is not None:
-                return ("act", prev, stage, mb, self.stages[stage]["live_in"])
-        elif op == "B":
-            nxt = self._next(stage, mb)
-            if nxt is not None and self._peer(nxt) is not None:
-                return ("grad", nxt, stage, mb, self.stages[stage]["live_out"])
-        return None
+    def _post(self, index: int, group: list[tuple], outbox: dict, inbox: dict) -> None:
+        """Post one group (every tensor of every message, in the compiled order) and wait
+        for all of it."""
+        ops = []
+        for op, kind, src, dst, mb in group:
+            key = (kind, src, dst, mb)
+            if op == "send":
+                peer = self._peer(dst)
+                ops += [dist.P2POp(dist.isend, t, peer, tag=TAG) for t in outbox.pop(key)]
+            else:
+                specs = self.stages[dst]["live_in" if kind == "act" else "live_out"]
+                inbox[key] = self._buffers(key, specs)
+                ops += [dist.P2POp(dist.irecv, b, self._peer(src), tag=TAG)
+                        for b in inbox[key]]
+        try:
+            for work in dist.batch_isend_irecv(ops) if ops else []:
+                work.wait()
+        except RuntimeError as exc:
+            what = "; ".join(f"{op} {kind} of microbatch {mb} (stage {src}->{dst})"
+                             for op, kind, src, dst, mb in group)
+            after = next((a for k, a in self.steps[index:] if k == "run"), None)
+            before = f"{after[0]}{after[1]}.{after[2]}" if after else "the end of the step"
+            raise P2PError(f"rank {self.mesh.rank} (pp {self.pp}) step {index}, before "
+                           f"{before}: {what} did not complete: {exc}") from exc
 
-    def _post_recv(self, message: tuple, posted: dict) -> None:
-        kind, src, dst, mb, specs = message
-        if message[:4] in posted:
-            return
-        bufs = self._buffers(message[:4], specs)
-        peer = self._peer(src)
-        ops = [dist.P2POp(dist.irecv, buf, peer, tag=message_tag(kind, src, dst, mb, i))
-               for i, buf in enumerate(bufs)]
-        posted[message[:4]] = (bufs, dist.batch_isend_irecv(ops) if ops else [])
-
-    def _recv_ahead(self, message: tuple, posted: dict) -> None:
-        """Wait for a message now, so that the action's timing starts when its input is here."""
-        self._post_recv(message, posted)
-        for work in posted[message[:4]][1]:
-            work.wait()
-        posted[message[:4]] = (posted[message[:4]][0], [])
-
-    def _recv(self, message: tuple, posted: dict) -> list[torch.Tensor]:
-        self._post_recv(message, posted)
-        bufs, works = posted.pop(message[:4])
-        for work in works:
-            work.wait()
-        return bufs
-
-    def _send(self, kind: str, src_stage: int, dst_stage: int, mb: int,
-              tensors: list[torch.Tensor], works: list) -> None:
-        peer = self._peer(dst_stage)
-        assert peer is not None
-        ops = [dist.P2POp(dist.isend, t.detach().contiguous(), peer,
-                          tag=message_tag(kind, src_stage, dst_stage, mb, i))
-               for i, t in enumerate(tensors)]
-        if ops:
-            works.extend(dist.batch_isend_irecv(ops))
-
-    def _forward(self, module, args: list) -> list[torch.Tensor]:
+    def _forward(self, module, stage: int, args: list) -> list[torch.Tensor]:
+        """The stage's outputs, each in the dtype the plan sends it in (the loss in f32)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.recompute and torch.is_grad_enabled():
                 outputs = checkpoint(module, *args, use_reentrant=False)
             else:
                 outputs = module(*args)
-        return [t.float() if t.is_floating_point() else t for t in outputs]
+        sent = [DTYPES[spec["dtype"]] for spec in self.stages[stage]["live_out"]]
+        return [t.to(dtype) if t.is_floating_point() else t
+                for t, dtype in zip(outputs, sent + [torch.float32] * (len(outputs) - len(sent)))]
+
+    def last_passes(self) -> dict[int, tuple]:
+        """Stage -> the last action of a step that changes its gradients on this rank."""
+        out = {}
+        for kind, what in self.steps:
+            if kind == "run" and what[0] in ("B", "W"):
+                out[what[1]] = what
+        return out
 
     # ---- the step
     def run(self, batch: dict[str, torch.Tensor], data_splits: dict,
-            trace: bool = False) -> StepResult:
+            trace: bool = False, sync=None) -> StepResult:
+        """One step. `sync` is told before and after each action (it overlaps the gradient
+        all-reduce with the last backward passes)."""
         result = StepResult()
         origin = time.perf_counter()
         pending: dict[tuple[int, int], Pending] = {}
         local: dict[tuple, list[torch.Tensor]] = {}  # messages between stages on this rank
-        works: list = []
-        posted: dict = {}  # receives posted ahead: their transfer overlaps the current action
+        inbox: dict[tuple, list[torch.Tensor]] = {}  # received, not yet used
+        outbox: dict[tuple, list[torch.Tensor]] = {}  # to send with the next group
         m = self.num_microbatches
-        for index, (op, stage, mb) in enumerate(self.actions):
+        for index, (kind, what) in enumerate(self.steps):
+            if kind == "post":
+                self._post(index, what, outbox, inbox)
+                continue
+            op, stage, mb = what
             module = self.modules[stage]
-            if index + 1 < len(self.actions):
-                ahead = self._needs(self.actions[index + 1])
-                if ahead is not None:
-                    self._post_recv(ahead, posted)
-            message = self._needs((op, stage, mb))
             info = self.stages[stage]
-            if trace and message is not None:  # time the compute, not the wait for input
-                self._recv_ahead(message, posted)
+            if sync is not None:
+                sync.before(what)
             began = time.perf_counter()
             if op == "F":
                 prev = self._prev(stage, mb)
                 if prev is None:
                     inputs = []
-                elif message is None:
+                elif self._peer(prev) is None:
                     inputs = [t.detach() for t in local.pop(("act", prev, stage, mb))]
                 else:
-                    inputs = self._recv(message, posted)
+                    inputs = inbox.pop(("act", prev, stage, mb))
                 inputs = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
                 data = [local_slice(batch[name], mb, m, data_splits[name]).to(self.device)
                         for name in info["data_inputs"]]
-                outputs = self._forward(module, inputs + data)
+                outputs = self._forward(module, stage, inputs + data)
                 pending[(stage, mb)] = Pending(inputs, outputs)
                 nxt = self._next(stage, mb)
                 if nxt is None:
@@ -201,18 +199,18 @@ class Executor:
                 elif self._peer(nxt) is None:
                     local[("act", stage, nxt, mb)] = outputs
                 else:
-                    self._send("act", stage, nxt, mb, outputs, works)
+                    outbox[("act", stage, nxt, mb)] = [t.detach().contiguous() for t in outputs]
             elif op == "B":
                 state = pending[(stage, mb)]
                 nxt = self._next(stage, mb)
                 if nxt is None:
                     outs = [state.outputs[-1]]
                     grads = [torch.full_like(state.outputs[-1], 1.0 / m)]
-                elif message is None:
+                elif self._peer(nxt) is None:
                     outs, grads = state.outputs, local.pop(("grad", nxt, stage, mb))
                 else:
                     outs = state.outputs
-                    grads = self._recv(message, posted)
+                    grads = inbox.pop(("grad", nxt, stage, mb))
                 wanted = [t for t in state.inputs if t.requires_grad]
                 if self.split and self.weight_pass:
                     params = [p for p in module.parameters() if p.requires_grad]
@@ -232,7 +230,8 @@ class Executor:
                     if self._peer(prev) is None:
                         local[("grad", stage, prev, mb)] = input_grads
                     else:
-                        self._send("grad", stage, prev, mb, input_grads, works)
+                        outbox[("grad", stage, prev, mb)] = [g.detach().contiguous()
+                                                             for g in input_grads]
             else:  # W: the weight gradients of a split backward
                 state = pending.pop((stage, mb))
                 if state.split is not None:
@@ -243,9 +242,10 @@ class Executor:
                         else state.outputs
                     torch.autograd.backward(outs, state.grads, inputs=params)
                 del state  # the microbatch's graph goes now, before the next forward
+            if sync is not None:
+                sync.after(what)
             if trace:
                 result.events.append((op, stage, mb, began - origin,
                                       time.perf_counter() - origin))
-        for work in works:
-            work.wait()
+        assert not outbox and not inbox, "every message was posted and used"
         return result

@@ -10,7 +10,18 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
-TIMEOUT = timedelta(seconds=float(os.environ.get("PARC_TIMEOUT_S", "60")))
+
+def step_timeout() -> timedelta:
+    """How long any collective may wait once training runs (PARC_TIMEOUT_S, 60 s)."""
+    return timedelta(seconds=float(os.environ.get("PARC_TIMEOUT_S", "60")))
+
+
+def first_step_timeout(backend: str) -> timedelta:
+    """The first step compiles kernels (Triton on a GPU can take minutes), so its collectives
+    may wait longer: PARC_FIRST_STEP_TIMEOUT_S, by default 10 minutes with NCCL and the step
+    timeout on CPU."""
+    default = max(step_timeout().total_seconds(), 600.0 if backend == "nccl" else 0.0)
+    return timedelta(seconds=float(os.environ.get("PARC_FIRST_STEP_TIMEOUT_S", default)))
 
 
 def init_distributed(backend: str | None = None) -> None:
@@ -21,7 +32,17 @@ def init_distributed(backend: str | None = None) -> None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=TIMEOUT)
+    dist.init_process_group(backend, timeout=first_step_timeout(backend))
+
+
+def steady_timeouts(groups) -> None:
+    """After the first step: every group's collectives wait the step timeout at most."""
+    from torch.distributed.distributed_c10d import _set_pg_timeout
+
+    timeout = step_timeout()
+    for group in [None, *groups]:  # None: the world
+        if group is not None or dist.is_initialized():
+            _set_pg_timeout(timeout, group)
 
 
 @dataclass

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..ops.comm import SYNC_BUCKET_BYTES
 from . import checkpoint
 from .data import Data
 from .executor import Executor
-from .mesh import Mesh, build_mesh, init_distributed
+from .mesh import Mesh, build_mesh, init_distributed, steady_timeouts
 from .params import init_full, shard
 from .programs import sibling
+from .sync import GROUPS, GradientSync
 from .weights import fit, load_weights
 
 
@@ -68,6 +68,13 @@ class Program:
             return []
         return [(dim, self.mesh.size(axis), self.mesh.coords[axis]) for axis, dim in splits]
 
+    def groups(self) -> list:
+        """Every process group this rank is in: the mesh axes and the copies of parameters."""
+        mesh_groups = [g for g in self.mesh.groups.values() if g is not None]
+        copies = [g for (mesh_id, _), g in GROUPS.items()
+                  if mesh_id == id(self.mesh) and g is not None]
+        return mesh_groups + copies
+
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for m in self.modules.values() for p in m.parameters()]
 
@@ -95,103 +102,6 @@ class Program:
         return out
 
 
-def _sync_gradients(program: Program) -> None:
-    """Once per step: data-parallel gradient all-reduce, and summing the copies of a parameter
-    kept on several stages (a tied embedding on the first and last stage)."""
-    mesh = program.mesh
-    by_axis: dict[str, list[torch.Tensor]] = {}
-    for module in program.modules.values():
-        for name, axis in module.STEP_SYNC:
-            if mesh is None or mesh.groups.get(axis) is None:
-                continue  # the reference, or an axis of one device
-            param = getattr(module, name)
-            if param.grad is None:  # every member of the group packs the same buckets
-                param.grad = torch.zeros_like(param)
-            by_axis.setdefault(axis, []).append(param.grad)
-    for axis in sorted(by_axis):  # every member of a group walks the same stages in order
-        _all_reduce_buckets(by_axis[axis], mesh.groups[axis])
-    shared = program.spec["shared_params"]
-    if not shared:
-        return
-    stages_of: dict[str, list[int]] = {}
-    for stage in program.spec["stages"]:
-        for p in stage["params"]:
-            if p["name"] in shared:
-                stages_of.setdefault(p["name"], []).append(stage["index"])
-    for name in shared:
-        copies = []
-        for s in stages_of[name]:
-            module = program.modules.get(s)
-            if module is not None:
-                attr = next(p["attr"] for p in program.spec["stages"][s]["params"]
-                            if p["name"] == name)
-                copies.append(getattr(module, attr))
-        ranks = sorted({program.spec["stages"][s]["rank"] for s in stages_of[name]})
-        group = _copy_groups(program, tuple(ranks)) if (
-            mesh is not None and len(ranks) > 1) else None  # every rank makes the groups
-        if not copies:
-            continue
-        local = sum(p.grad if p.grad is not None else torch.zeros_like(p) for p in copies)
-        if group is not None:
-            dist.all_reduce(local, group=group)
-        for p in copies:
-            p.grad = local.clone()
-
-
-def _all_reduce_buckets(grads: list[torch.Tensor], group) -> None:
-    """All-reduce gradients packed into buckets of about SYNC_BUCKET_BYTES: one collective
-    per bucket instead of one per tensor, all in flight at once."""
-    buckets: list[list[torch.Tensor]] = []
-    size = SYNC_BUCKET_BYTES
-    for g in grads:
-        nbytes = g.numel() * g.element_size()
-        if size + nbytes > SYNC_BUCKET_BYTES or g.dtype != buckets[-1][0].dtype:
-            buckets.append([])
-            size = 0
-        buckets[-1].append(g)
-        size += nbytes
-    flats = [b[0] if len(b) == 1 else torch.cat([g.reshape(-1) for g in b]) for b in buckets]
-    works = [dist.all_reduce(flat, group=group, async_op=True) for flat in flats]
-    for bucket, flat, work in zip(buckets, flats, works):
-        work.wait()
-        if len(bucket) > 1:
-            offset = 0
-            for g in bucket:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                offset += g.numel()
-
-
-_GROUPS: dict = {}
-
-
-def _copy_groups(program: Program, pp_ranks: tuple[int, ...]):
-    """Process groups joining the pipeline ranks that hold copies of a parameter (made by every
-    rank in the same order, once)."""
-    mesh = program.mesh
-    key = (id(mesh), pp_ranks)
-    if key not in _GROUPS:
-        others = [(a, n) for a, n in mesh.axes if a != "pp"]
-        mine = None
-        for flat in range(max(1, _product(n for _, n in others))):
-            coords, rest = {}, flat
-            for axis, size in reversed(others):
-                coords[axis] = rest % size
-                rest //= size
-            members = [mesh.rank_at(**coords, pp=p) for p in pp_ranks]
-            group = dist.new_group(members)
-            if mesh.rank in members:
-                mine = group
-        _GROUPS[key] = mine
-    return _GROUPS[key]
-
-
-def _product(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
-
-
 def _optimizer(program: Program) -> torch.optim.Optimizer:
     spec = program.spec["train"]["optimizer"]
     params = program.parameters()
@@ -212,8 +122,9 @@ def _global_loss(program: Program, losses: list[torch.Tensor]) -> float:
     partial = set(program.spec["loss_partial"])
     owner = bool(losses) and all(program.mesh.coords[a] == 0 for a, _ in program.mesh.axes
                                  if a != "pp" and a not in partial)
-    value = local.detach().to(torch.float64).cpu() if owner else torch.zeros((),
-                                                                            dtype=torch.float64)
+    value = torch.zeros((), dtype=torch.float64, device=program.device)  # NCCL: on the device
+    if owner:
+        value += local.detach().to(torch.float64)
     dist.all_reduce(value)
     return float(value)
 
@@ -221,33 +132,38 @@ def _global_loss(program: Program, losses: list[torch.Tensor]) -> float:
 def _clip(program: Program, max_norm: float) -> None:
     """Clip by the global norm: every element of every parameter counted once, whether a
     shard is replicated over an axis or a parameter kept on several stages (a tied
-    embedding on the first and the last)."""
-    total = torch.zeros((), dtype=torch.float64)
+    embedding on the first and the last). One reduction on the device, no host sync."""
     home = {}  # parameter -> the first stage that keeps it
     for stage in program.spec["stages"]:
         for p in stage["params"]:
             home.setdefault(p["name"], stage["index"])
+    counted, grads = [], []
     for stage in program.spec["stages"]:
         module = program.modules.get(stage["index"])
         if module is None:
             continue
         for p in stage["params"]:
             param = getattr(module, p["attr"])
-            if param.grad is None or home[p["name"]] != stage["index"]:
+            if param.grad is None:
+                continue
+            grads.append(param.grad)
+            if home[p["name"]] != stage["index"]:
                 continue
             if program.mesh is not None:
                 split_axes = {a for a, _ in p["splits"]}
                 if any(program.mesh.coords[a] != 0 for a, _ in program.mesh.axes
                        if a != "pp" and a not in split_axes):
                     continue
-            total += param.grad.detach().double().pow(2).sum().cpu()
+            counted.append(param.grad)
+    total = torch.zeros((), dtype=torch.float64, device=program.device)
+    if counted:
+        norms = torch._foreach_norm(counted)
+        total += torch.stack(norms).double().pow(2).sum()
     if program.mesh is not None:
         dist.all_reduce(total)
-    scale = max_norm / (float(total.sqrt()) + 1e-6)
-    if scale < 1.0:
-        for p in program.parameters():
-            if p.grad is not None:
-                p.grad.mul_(scale)
+    scale = (max_norm / (total.sqrt() + 1e-6)).clamp(max=1.0).float()
+    if grads:
+        torch._foreach_mul_(grads, scale)
 
 
 def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
@@ -260,6 +176,7 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
     data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
                 train["data"].get("path"), train["data"].get("dtype", "u16"))
     executor = Executor(spec, program.modules, program.mesh, program.device)
+    sync = GradientSync(program, executor.last_passes())
     optimizer = _optimizer(program)
     ckpt = train.get("checkpoint")
     first = 0
@@ -277,8 +194,9 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if traced and program.mesh is not None:
             dist.barrier()  # every rank starts the traced step together
             start = time.perf_counter()
-        result = executor.run(data.global_batch(step), program.data_splits, trace=traced)
-        _sync_gradients(program)
+        result = executor.run(data.global_batch(step), program.data_splits, trace=traced,
+                              sync=sync)
+        sync.finish()
         if train.get("grad_clip"):
             _clip(program, train["grad_clip"])
         loss = _global_loss(program, result.losses)
@@ -295,6 +213,8 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if ckpt and (step + 1) % ckpt["every"] == 0:
             checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer)
         seconds = time.perf_counter() - start
+        if step == first and program.mesh is not None:
+            steady_timeouts(program.groups())
         if traced:
             _write_trace(program, trace, result.events, step)
         losses.append(loss)

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from parc.ops.comm import SYNC_BUCKET_BYTES
-from parc.runtime import train
+from parc.runtime.sync import pack
 
 
 @pytest.fixture
@@ -31,9 +31,16 @@ def test_small_gradients_share_a_bucket_and_keep_their_values(group, monkeypatch
 
     monkeypatch.setattr(dist, "all_reduce", counting)
     big = SYNC_BUCKET_BYTES // 4  # f32 elements filling a bucket alone
-    grads = [torch.randn(3, 5), torch.randn(7), torch.randn(big), torch.randn(2, 2)]
-    before = [g.clone() for g in grads]
-    train._all_reduce_buckets(grads, group)
+    params = [torch.nn.Parameter(torch.empty(*shape)) for shape in ((3, 5), (7,), (big,),
+                                                                    (2, 2))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.grad.clone() for p in params]
+    buckets = pack(params, 0, group)
+    for bucket in buckets:
+        bucket.launch()
+    for bucket in buckets:
+        bucket.finish()
     assert calls == [15 + 7, big, 4]
-    for g, b in zip(grads, before):
-        torch.testing.assert_close(g, b)  # one process: the sum is the gradient itself
+    for p, b in zip(params, before):
+        torch.testing.assert_close(p.grad, b)  # one process: the sum is the gradient itself

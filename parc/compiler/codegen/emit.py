@@ -121,8 +121,12 @@ class Emitter:
         return codes
 
     def boundary(self, name: str) -> dict:
+        """A tensor sent between stages: under `precision bf16` float activations and their
+        gradients travel in bf16 (as the cost model charges them)."""
         v = self.graph.values[name]
-        return {"name": name, "var": var(name), "dtype": v.type.dtype,
+        dtype = "bf16" if (self.plan.spec.train.precision == "bf16" and v.type.is_float) \
+            else v.type.dtype
+        return {"name": name, "var": var(name), "dtype": dtype,
                 "shape": self.local_shape(name)}
 
     def param_code(self, name: str) -> ParamCode:

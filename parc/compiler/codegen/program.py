@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from ...ops.comm import COMMS
 from ..plan import Plan
 from ..report import plan_json
+from ..schedules.posting import order_json, posting_order
 from .emit import Emitter, StageCode
 
 
@@ -73,7 +74,9 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
         "schedule": {"family": sched.family, "stage_rank": list(sched.stage_rank),
                      "paths": [list(p) for p in sched.paths],
                      "split_backward": sched.split_backward,
-                     "ranks": [[[a.op, a.stage, a.mb] for a in rank] for rank in sched.ranks]},
+                     "ranks": [[[a.op, a.stage, a.mb] for a in rank] for rank in sched.ranks],
+                     # what each rank posts and runs, in order (validated under NCCL's rules)
+                     "posting": order_json(posting_order(sched))},
     }
 
 

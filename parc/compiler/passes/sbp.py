@@ -27,20 +27,33 @@ BACKWARD_COLLECTIVE = {"all_reduce": False, "reduce_scatter": True, "all_gather"
                        "all_to_all": True, "slice": True, "zero_fill": True, "to_partial": False}
 
 
-def _flops(graph: Graph, op: Op) -> float:
+class _Types:
+    """Every value's type with `batch` bound, worked out once."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.cache: dict[str, object] = {}
+
+    def __getitem__(self, name: str):
+        if name not in self.cache:
+            self.cache[name] = self.graph.concrete(self.graph.values[name].type)
+        return self.cache[name]
+
+
+def _flops(types: _Types, op: Op) -> float:
     """Forward and backward FLOPs of an op on whole tensors (0 for communication)."""
     if op.kind in COMMS:
         return 0.0
-    ins = [graph.concrete(graph.values[i].type) for i in op.inputs]
-    outs = [graph.concrete(graph.values[o].type) for o in op.outputs]
+    ins = [types[i] for i in op.inputs]
+    outs = [types[o] for o in op.outputs]
     cost = op_cost(op.kind, ins, outs, CATALOG[op.kind].full_attrs(op.attrs))
     return float(cost.flops_fwd + sum(cost.flops_bwd))
 
 
 class _AxisChooser:
     def __init__(self, graph: Graph, axis: str, assigned: dict[str, list[tuple[str, Sbp]]],
-                 context: PassContext, later_flops: list[float]):
-        self.graph, self.axis = graph, axis
+                 context: PassContext, later_flops: list[float], types: _Types):
+        self.graph, self.axis, self.types = graph, axis, types
         self.n = graph.axis_size(axis)
         self.assigned = assigned  # value -> [(axis, sbp)] for the axes done so far
         hw = context.hardware
@@ -50,7 +63,7 @@ class _AxisChooser:
         self.later_flops = later_flops  # FLOPs of every op after each op
 
     def local_dim(self, name: str, dim: int, earlier: list[tuple[str, Sbp]]) -> int | None:
-        size = self.graph.concrete(self.graph.values[name].type).shape[dim].as_int()
+        size = self.types[name].shape[dim].as_int()
         for axis, sbp in earlier:
             if sbp.kind == "S" and sbp.dim == dim and size is not None:
                 size //= self.graph.axis_size(axis)
@@ -85,9 +98,8 @@ class _AxisChooser:
         return 1e-12 + moved / (self.n * self.bandwidth) + collectives * self.latency
 
     def choose(self, index: int, op: Op, current: list[Sbp], out_earlier) -> Signature:
-        g = self.graph
-        ins = [g.concrete(g.values[i].type) for i in op.inputs]
-        outs = [g.concrete(g.values[o].type) for o in op.outputs]
+        ins = [self.types[i] for i in op.inputs]
+        outs = [self.types[o] for o in op.outputs]
         spec = CATALOG[op.kind]
         attrs = spec.full_attrs(op.attrs)
         in_earlier = [self.assigned.get(i, []) for i in op.inputs]
@@ -100,7 +112,7 @@ class _AxisChooser:
         exact = [sig for sig in candidates if list(sig[0]) == current]
         if exact:
             return min(exact, key=lambda sig: self.pending(index, sig, current, out_sizes))
-        flops = _flops(g, op) / self.ways(out_earlier[0] if out_earlier else [])
+        flops = _flops(self.types, op) / self.ways(out_earlier[0] if out_earlier else [])
 
         def cost(sig: Signature) -> float:
             total = sum(self.transfer(boxing_kind(src, dst), nbytes(t) / self.ways(e),
@@ -127,12 +139,12 @@ class _AxisChooser:
         return total
 
 
-def _later_flops(graph: Graph) -> list[float]:
+def _later_flops(graph: Graph, types: _Types) -> list[float]:
     out = [0.0] * len(graph.ops)
     running = 0.0
     for index in reversed(range(len(graph.ops))):
         out[index] = running
-        running += _flops(graph, graph.ops[index])
+        running += _flops(types, graph.ops[index])
     return out
 
 
@@ -147,10 +159,11 @@ def sbp(graph: Graph, context: PassContext | None = None) -> Graph:
         annotation = graph.values[name].sbp or NdSbp(())
         assigned[name] = [(axis, annotation.on(axis)) for axis in axes]
     needs: dict[int, list[list[tuple[str, Sbp]]]] = {}
-    later = _later_flops(graph)
+    types = _Types(graph)
+    later = _later_flops(graph, types)
     for axis_index, axis in enumerate(axes):
         chooser = _AxisChooser(graph, axis, {k: v[:axis_index] for k, v in assigned.items()},
-                               context, later)
+                               context, later, types)
         for index, op in enumerate(graph.ops):
             current = [assigned[i][axis_index][1] for i in op.inputs]
             out_earlier = [assigned.get(o, [])[:axis_index] for o in op.outputs]

@@ -66,10 +66,21 @@ def _one_f_one_b_order(template: Schedule) -> Schedule:
     return replace(template, ranks=tuple(ranks))
 
 
+def _gpipe_order(template: Schedule) -> Schedule:
+    """Every rank's forwards, then its backwards, each in microbatch order: always runs."""
+    ranks = []
+    for r in range(template.num_ranks):
+        mbs = [m for m, path in enumerate(template.paths) if r in path]
+        backward = () if template.forward_only else tuple(Action("B", r, m) for m in mbs)
+        ranks.append(tuple(Action("F", r, m) for m in mbs) + backward)
+    return replace(template, ranks=tuple(ranks))
+
+
 def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False,
          cost: Callable[[Action], float] | None = None) -> Schedule:
     """The skip schedule: 1F1B order over each rank's visits, or a greedy list schedule when
-    that is faster (or the 1F1B order cannot run), judged by simulating both with `cost`."""
+    that is faster, or GPipe's order, judged by simulating them with `cost`; only orders
+    that the validator proves deadlock-free under NCCL's rules compete."""
     template = Schedule("skip", p, p, m, tuple(range(p)), skip_paths(p, m, ratio, seed), False,
                         (), forward_only)
     cost = cost or uniform_cost(False)
@@ -79,14 +90,17 @@ def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False
         for backward_first in (True, False):
             candidates.append(list_schedule(template, limits, cost,
                                             backward_first=backward_first))
-    ordered = _one_f_one_b_order(template)
-    try:
-        validate(ordered)
-        candidates.append(ordered)
-    except ScheduleError:
-        pass
+    candidates += [_one_f_one_b_order(template), _gpipe_order(template)]
+    valid = []
+    for candidate in candidates:  # each must also post in an order NCCL can run
+        try:
+            validate(candidate)
+            valid.append(candidate)
+        except ScheduleError:
+            pass
+    assert valid, "the GPipe order always runs"
 
     def score(schedule: Schedule) -> tuple[float, int]:
         sim = simulate(schedule, cost)
         return sim.step_time, max(sim.peak_inflight)
-    return min(candidates, key=score)
+    return min(valid, key=score)

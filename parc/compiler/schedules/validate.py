@@ -1,13 +1,17 @@
 """The schedule validator: complete, dependency-ordered, p2p-matched and deadlock-free.
 
-Every schedule is validated before anything uses it. A failure names the rank, the step and
-the action, so a broken hand-made schedule reads like a bug report.
+Every schedule is validated before anything uses it, and so is the executor's real posting
+order (posting.py) under NCCL's rules: between two ranks point-to-point operations match in
+the order they are posted (tags are ignored), a send completes only when its receive is
+posted, and a rank waits for a whole group before it goes on. A failure names the rank, the
+step and the action, so a broken hand-made schedule reads like a bug report.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from .posting import P2P, Step, posting_order
 from .schedule import Action, Schedule
 
 
@@ -18,8 +22,8 @@ class ScheduleError(ValueError):
 def validate(schedule: Schedule) -> None:
     _complete(schedule)
     _local_order(schedule)
-    _p2p_matched(schedule)
     _progress(schedule)
+    check_posting(schedule, posting_order(schedule))
 
 
 def _complete(s: Schedule) -> None:
@@ -51,32 +55,6 @@ def _local_order(s: Schedule) -> None:
                                         "which it depends on")
 
 
-def _p2p_matched(s: Schedule) -> None:
-    """Messages between two ranks are received in the order they are sent (as NCCL requires)."""
-    sent: dict[tuple[int, int], list] = {}
-    received: dict[tuple[int, int], list] = {}
-    for r, rank in enumerate(s.ranks):
-        for action in rank:
-            out = s.sends(action)
-            if out is not None:
-                sent.setdefault((r, s.stage_rank[out.dst_stage]), []).append(out)
-            inp = s.receives(action)
-            if inp is not None:
-                received.setdefault((s.stage_rank[inp.src_stage], r), []).append(inp)
-    for pair in set(sent) | set(received):
-        a, b = sent.get(pair, []), received.get(pair, [])
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                raise ScheduleError(
-                    f"rank {pair[0]} -> rank {pair[1]}: message {i} is sent as {x.kind} of "
-                    f"microbatch {x.mb} (stage {x.src_stage}->{x.dst_stage}) but received as "
-                    f"{y.kind} of microbatch {y.mb} (stage {y.src_stage}->{y.dst_stage}); "
-                    "p2p order differs")
-        if len(a) != len(b):
-            raise ScheduleError(f"rank {pair[0]} -> rank {pair[1]}: {len(a)} sends but "
-                                f"{len(b)} receives")
-
-
 def _progress(s: Schedule) -> None:
     """Run the schedule with blocking receives and buffered sends; report where it sticks."""
     done: set[Action] = set()
@@ -99,3 +77,92 @@ def _progress(s: Schedule) -> None:
             waiting = [str(d) for d in s.dependencies(action) if d not in done]
             raise ScheduleError(f"deadlock: rank {r} is stuck at step {step} on {action}, "
                                 f"waiting for {', '.join(waiting)}")
+
+
+def _where(step: int, steps: tuple[Step, ...]) -> str:
+    """The action a posted group comes before (or after, at the end of the step)."""
+    after = next((s.run for s in steps[step + 1:] if s.run is not None), None)
+    if after is not None:
+        return f"before {after}"
+    before = next((s.run for s in reversed(steps[:step]) if s.run is not None), None)
+    return f"after {before}" if before is not None else "with nothing to run"
+
+
+def check_posting(s: Schedule, order: tuple[tuple[Step, ...], ...]) -> None:
+    """Replay every rank's posting order under NCCL's rules: matched in posting order per
+    pair of ranks, a group done only when each of its operations has its counterpart posted,
+    one group at a time per rank. Raise on a deadlock or a message landing in the wrong
+    receive."""
+    # (sender rank, receiver rank) -> posted sends / receives, in order, with the step
+    sends: dict[tuple[int, int], list[tuple[P2P, int]]] = {}
+    recvs: dict[tuple[int, int], list[tuple[P2P, int]]] = {}
+    slot: dict[tuple[int, int, int], int] = {}  # (rank, step, op index) -> channel position
+    pointer = [0] * len(order)
+    posted = [False] * len(order)
+
+    def channel(rank: int, p: P2P) -> tuple[int, int]:
+        peer = s.stage_rank[p.peer_stage]
+        return (rank, peer) if p.op == "send" else (peer, rank)
+
+    def done(rank: int, step: int, group: tuple[P2P, ...]) -> bool:
+        for i, p in enumerate(group):
+            other = recvs if p.op == "send" else sends
+            if len(other.get(channel(rank, p), [])) <= slot[(rank, step, i)]:
+                return False
+        return True
+
+    while True:
+        moved = False
+        for r, steps in enumerate(order):
+            while pointer[r] < len(steps):
+                step = steps[pointer[r]]
+                if step.run is not None:
+                    pointer[r] += 1
+                    moved = True
+                    continue
+                if not posted[r]:
+                    for i, p in enumerate(step.post):
+                        posted_here = sends if p.op == "send" else recvs
+                        queue = posted_here.setdefault(channel(r, p), [])
+                        slot[(r, pointer[r], i)] = len(queue)
+                        queue.append((p, pointer[r]))
+                    posted[r] = True
+                    moved = True
+                if not done(r, pointer[r], step.post):
+                    break
+                pointer[r] += 1
+                posted[r] = False
+        if all(pointer[r] == len(steps) for r, steps in enumerate(order)):
+            break
+        if not moved:
+            r = next(r for r, steps in enumerate(order) if pointer[r] < len(steps))
+            step = pointer[r]
+            group = order[r][step].post
+            waiting = next(p for i, p in enumerate(group)
+                           if len((recvs if p.op == "send" else sends).get(channel(r, p), []))
+                           <= slot[(r, step, i)])
+            peer = s.stage_rank[waiting.peer_stage]
+            there = order[peer][pointer[peer]] if pointer[peer] < len(order[peer]) else None
+            if there is not None and there.post:
+                where = _where(pointer[peer], order[peer])
+                other = (f"rank {peer} waits at step {pointer[peer]} ({where}) to " +
+                         ", ".join(str(p) for p in there.post))
+            else:
+                other = f"rank {peer} has finished"
+            raise ScheduleError(
+                f"deadlock under NCCL's rules: rank {r} waits at step {step} "
+                f"({_where(step, order[r])}) to {waiting}, but {other}")
+    for (a, b), sent in sends.items():
+        got = recvs.get((a, b), [])
+        for k, ((x, sa), (y, sb)) in enumerate(zip(sent, got)):
+            if x.message != y.message:
+                mx, my = x.message, y.message
+                raise ScheduleError(
+                    f"rank {a} -> rank {b}: p2p order differs: message {k} is sent as "
+                    f"{mx.kind} of microbatch {mx.mb} (stage {mx.src_stage}->{mx.dst_stage}, "
+                    f"rank {a} step {sa}, {_where(sa, order[a])}) but received as {my.kind} "
+                    f"of microbatch {my.mb} (stage {my.src_stage}->{my.dst_stage}, rank {b} "
+                    f"step {sb}, {_where(sb, order[b])})")
+        if len(sent) != len(got):
+            raise ScheduleError(f"rank {a} -> rank {b}: {len(sent)} sends but {len(got)} "
+                                "receives")

@@ -7,7 +7,7 @@ with rank r running each W r backwards late (W of microbatch i right after B of 
 last r at the end). With F = B = W and m >= p it takes 3m + p - 1 slots against 1F1B's
 3m + 3(p - 1).
 When the cost model gives unequal passes, list scheduling with those costs can do better; the
-faster of the two orders is kept.
+faster of the two orders that post in an order NCCL can run is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .list_schedule import list_schedule
 from .schedule import Action, Schedule, full_paths
 from .simulate import simulate, uniform_cost
+from .validate import ScheduleError, validate
 
 
 def handcrafted(p: int, m: int) -> Schedule:
@@ -43,4 +44,12 @@ def zb_h1(p: int, m: int, cost: Callable[[Action], float] | None = None) -> Sche
     cost = cost or uniform_cost(True)
     template = Schedule("zb_h1", p, p, m, tuple(range(p)), full_paths(p, m), True, ())
     orders = [handcrafted(p, m), list_schedule(template, [p] * p, cost)]
-    return min(orders, key=lambda s: simulate(s, cost).step_time)
+    valid = []
+    for order in orders:  # each must also post in an order NCCL can run
+        try:
+            validate(order)
+            valid.append(order)
+        except ScheduleError:
+            pass
+    assert valid, "the handcrafted order always runs"
+    return min(valid, key=lambda s: simulate(s, cost).step_time)

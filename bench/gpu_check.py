@@ -1,0 +1,121 @@
+"""The first thing to run on a machine with a CUDA GPU: a few minutes, one table, one JSON.
+
+1. The contract through NCCL on one GPU (world size 1): a GPT and a LLaMA plan compiled with
+   the Triton kernels, trained two steps under torchrun on the GPU, against the
+   single-process reference on the CPU (loss, every gradient, every updated parameter).
+   With more than one GPU, a pp x dp plan over every GPU too (NCCL point-to-point in the
+   compiled posting order).
+2. The kernel bench (bench/kernels.py): library and generated Triton kernels against torch
+   eager and torch.compile.
+
+Without CUDA it says so and exits 0, so it is safe anywhere; it never runs in CI.
+
+    python bench/gpu_check.py [--skip-kernels]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GPU_HW = """hardware gpu {
+  device cuda
+  devices DEVICES
+  memory 80 GB
+  flops_f32 67 TFLOPS
+  flops_bf16 989 TFLOPS
+  mem_bw 3.35 TB/s
+  intra_bw 450 GB/s
+  intra_latency 3 us
+}
+"""
+
+
+def plan_text(example: str, devices: int, mesh: str, sbp: str = "") -> str:
+    text = (ROOT / "examples" / example).read_text()
+    text = re.sub(r"hardware \w+ = .*\n", GPU_HW.replace("DEVICES", str(devices)), text)
+    block = f"parallel on gpu {{\n  mesh ({mesh})\n" + (
+        f"  sbp {{\n{sbp}\n  }}\n" if sbp else "") + "  stages auto\n  schedule 1f1b\n}"
+    return re.sub(r"parallel on \w+ \{.*?\n\}", block, text, flags=re.S)
+
+
+def contract(where: Path, gpus: int) -> list[dict]:
+    from tests.contract.harness import compare, compile_pair
+
+    plans = {"gpt_1gpu": plan_text("gpt_tiny.par", 1, "pp = 1"),
+             "llama_1gpu": plan_text("llama_tiny.par", 1, "pp = 1")}
+    if gpus >= 2 and gpus % 2 == 0:
+        mesh = "pp = 2" + (f", dp = {gpus // 2}" if gpus > 2 else "")
+        plans[f"gpt_{gpus}gpu"] = plan_text("gpt_tiny.par", gpus, mesh,
+                                            "    tokens, targets: S(0)@dp" if gpus > 2 else "")
+    rows = []
+    for name, text in plans.items():
+        devices = int(re.search(r"devices (\d+)", text).group(1))
+        started = time.perf_counter()
+        row = {"check": f"contract {name}", "devices": devices}
+        try:
+            dist_dir, ref_dir = compile_pair(text, name, where, kernels="triton")
+            run = subprocess.run(
+                [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc_per_node={devices}", "--max-restarts=0",
+                 str(ROOT / "tests" / "contract" / "driver.py"), "2", str(dist_dir),
+                 str(where / name / "dump")], capture_output=True, text=True, timeout=900,
+                env={**os.environ, "TRITON_INTERPRET": "0"})
+            if run.returncode != 0:
+                raise RuntimeError(run.stderr[-2000:])
+            try:  # the reference runs on this machine's CPU, in torch
+                losses = compare(where / name / "dump", ref_dir, where / name / "refdump",
+                                 steps=2)
+                tolerance = "fp32 rounding"
+            except AssertionError:
+                losses = compare(where / name / "dump", ref_dir, where / name / "refdump",
+                                 steps=2, precision="bf16")
+                tolerance = "bf16's tolerance only"
+            row.update(ok=True, detail=f"losses {losses[0]:.4f} -> {losses[1]:.4f}, within "
+                       f"{tolerance}")
+        except Exception as exc:  # noqa: BLE001 - reported, the rest still runs
+            row.update(ok=False, detail=str(exc).strip().splitlines()[-1][:200])
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-kernels", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; nothing to check (run it on a GPU machine)")
+        return
+    gpus = torch.cuda.device_count()
+    print(f"gpu_check: {gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    where = Path(tempfile.mkdtemp(prefix="parc_gpu_check_"))
+    rows = contract(where, gpus)
+    print(f"{'check':<28} {'devices':>7} {'ok':>4} {'s':>6}  detail")
+    for row in rows:
+        print(f"{row['check']:<28} {row['devices']:>7} {'yes' if row['ok'] else 'NO':>4} "
+              f"{row['seconds']:>6}  {row['detail']}")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps({"gpus": gpus, "device":
+                                                    torch.cuda.get_device_name(0),
+                                                    "contract": rows}, indent=1))
+    if not args.skip_kernels:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "kernels.py")], check=False,
+                       env={**os.environ, "TRITON_INTERPRET": "0"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The point-to-point posting order: exactly what each rank's executor posts, and when.
+
+A rank runs its actions in schedule order. Before its first action it posts that action's
+receive; after each action it posts one group holding what the action sends and what the
+next action receives (Megatron's and torch's batched send/receive of one step), and waits
+for the whole group before it runs the next action. The compiler writes this order into the
+program (plan.json) and the executor follows it as written; the validator proves it under
+NCCL's rules (validate.py): between two ranks point-to-point operations match in the order
+they are posted, tags are ignored, and a group completes as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .schedule import Action, Message, Schedule
+
+
+@dataclass(frozen=True, kw_only=True)
+class P2P:
+    """One message of a group: sent to or received from the rank running `peer_stage`."""
+
+    op: str  # "send" or "recv"
+    message: Message
+    peer_stage: int
+
+    def __str__(self) -> str:
+        m = self.message
+        return (f"{self.op} {m.kind} of microbatch {m.mb} (stage {m.src_stage}->"
+                f"{m.dst_stage})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """What a rank does next: post a group of p2p operations and wait for it, or run an
+    action."""
+
+    post: tuple[P2P, ...] = ()
+    run: Action | None = None
+
+
+def _group(items: list[P2P], schedule: Schedule) -> tuple[P2P, ...]:
+    """A group's operations in a fixed order: by peer rank, sends before receives."""
+    return tuple(sorted(items, key=lambda p: (schedule.stage_rank[p.peer_stage],
+                                              p.op != "send")))
+
+
+class _Order:
+    """Happens-before between actions: each rank's order plus the messages between ranks,
+    as a bitset of everything that follows each action (worked out once per schedule)."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+        actions = [a for rank in schedule.ranks for a in rank]
+        self.index = {a: i for i, a in enumerate(actions)}
+        after: list[list[int]] = [[] for _ in actions]
+        for rank in schedule.ranks:
+            for a, b in zip(rank, rank[1:]):
+                after[self.index[a]].append(self.index[b])
+        for action in actions:
+            message = schedule.sends(action)
+            if message is not None:
+                op = "F" if message.kind == "act" else "B"
+                target = Action(op, message.dst_stage, message.mb)
+                if target in self.index:
+                    after[self.index[action]].append(self.index[target])
+        indegree = [0] * len(actions)
+        for succ in after:
+            for j in succ:
+                indegree[j] += 1
+        order = [i for i, d in enumerate(indegree) if d == 0]
+        for i in order:  # Kahn: the list grows while it is walked
+            for j in after[i]:
+                indegree[j] -= 1
+                if indegree[j] == 0:
+                    order.append(j)
+        self.later = [0] * len(actions)  # bit j set: action j happens after action i
+        for i in reversed(order):
+            bits = 0
+            for j in after[i]:
+                bits |= (1 << j) | self.later[j]
+            self.later[i] = bits
+
+    def follows(self, later: Action, earlier: Action) -> bool:
+        return bool(self.later[self.index[earlier]] >> self.index[later] & 1)
+
+    def sender(self, action: Action) -> Action | None:
+        """The action on another rank whose message `action` receives."""
+        message = self.schedule.receives(action)
+        if message is None:
+            return None
+        return Action("F" if message.kind == "act" else "B", message.src_stage, message.mb)
+
+
+def ticks(schedule: Schedule, rank: tuple[Action, ...], order: _Order) -> list[list[Action]]:
+    """A rank's actions cut into ticks that run with no communication between them: a
+    forward and a backward right after it whose gradient does not wait on that forward form
+    one (Megatron's steady 1F1B step: one group then carries both sends and both receives),
+    and a weight gradient joins the tick before it; every other action is a tick of its own."""
+    out: list[list[Action]] = []
+    for action in rank:
+        if out and action.op == "W":
+            out[-1].append(action)
+            continue
+        last = out[-1] if out else []
+        if action.op == "B" and len(last) == 1 and last[0].op == "F":
+            source = order.sender(action)
+            if source is None or not order.follows(source, last[0]):
+                last.append(action)
+                continue
+        out.append([action])
+    return out
+
+
+def posting_order(schedule: Schedule) -> tuple[tuple[Step, ...], ...]:
+    """Every rank's steps: after each tick one group of what it sends and what the next tick
+    receives, waited for before the next tick runs."""
+    out = []
+    order = _Order(schedule)
+    for rank in schedule.ranks:
+        steps: list[Step] = []
+        pending: list[P2P] = []
+        for tick in ticks(schedule, rank, order):
+            for action in tick:
+                needs = schedule.receives(action)
+                if needs is not None:
+                    pending.append(P2P(op="recv", message=needs, peer_stage=needs.src_stage))
+            if pending:
+                steps.append(Step(post=_group(pending, schedule)))
+            pending = []
+            for action in tick:
+                steps.append(Step(run=action))
+                sent = schedule.sends(action)
+                if sent is not None:
+                    pending.append(P2P(op="send", message=sent, peer_stage=sent.dst_stage))
+        if pending:
+            steps.append(Step(post=_group(pending, schedule)))
+        out.append(tuple(steps))
+    return tuple(out)
+
+
+def order_json(order: tuple[tuple[Step, ...], ...]) -> list[list[dict]]:
+    """The order as plain data for plan.json."""
+    def item(p: P2P) -> list:
+        m = p.message
+        return [p.op, m.kind, m.src_stage, m.dst_stage, m.mb]
+
+    return [[{"run": [s.run.op, s.run.stage, s.run.mb]} if s.run is not None
+             else {"post": [item(p) for p in s.post]} for s in rank] for rank in order]
