@@ -20,7 +20,7 @@ from dataclasses import replace
 from .list_schedule import list_schedule
 from .schedule import Action, Schedule
 from .simulate import simulate, uniform_cost
-from .validate import ScheduleError, validate
+from .validate import runnable
 
 
 def skip_paths(num_stages: int, m: int, ratio: float, seed: int) -> tuple[tuple[int, ...], ...]:
@@ -91,13 +91,7 @@ def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False
             candidates.append(list_schedule(template, limits, cost,
                                             backward_first=backward_first))
     candidates += [_one_f_one_b_order(template), _gpipe_order(template)]
-    valid = []
-    for candidate in candidates:  # each must also post in an order NCCL can run
-        try:
-            validate(candidate)
-            valid.append(candidate)
-        except ScheduleError:
-            pass
+    valid = runnable(candidates)  # each must also post in an order NCCL can run
     assert valid, "the GPipe order always runs"
 
     def score(schedule: Schedule) -> tuple[float, int]:

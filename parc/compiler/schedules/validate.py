@@ -26,6 +26,18 @@ def validate(schedule: Schedule) -> None:
     check_posting(schedule, posting_order(schedule))
 
 
+def runnable(candidates: list[Schedule]) -> list[Schedule]:
+    """The candidates that validate (posting orders NCCL can run included)."""
+    out = []
+    for candidate in candidates:
+        try:
+            validate(candidate)
+            out.append(candidate)
+        except ScheduleError:
+            pass
+    return out
+
+
 def _complete(s: Schedule) -> None:
     expected = s.expected_actions()
     seen = Counter(a for rank in s.ranks for a in rank)

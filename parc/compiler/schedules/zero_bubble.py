@@ -17,7 +17,7 @@ from collections.abc import Callable
 from .list_schedule import list_schedule
 from .schedule import Action, Schedule, full_paths
 from .simulate import simulate, uniform_cost
-from .validate import ScheduleError, validate
+from .validate import runnable
 
 
 def handcrafted(p: int, m: int) -> Schedule:
@@ -44,12 +44,6 @@ def zb_h1(p: int, m: int, cost: Callable[[Action], float] | None = None) -> Sche
     cost = cost or uniform_cost(True)
     template = Schedule("zb_h1", p, p, m, tuple(range(p)), full_paths(p, m), True, ())
     orders = [handcrafted(p, m), list_schedule(template, [p] * p, cost)]
-    valid = []
-    for order in orders:  # each must also post in an order NCCL can run
-        try:
-            validate(order)
-            valid.append(order)
-        except ScheduleError:
-            pass
+    valid = runnable(orders)  # each must also post in an order NCCL can run
     assert valid, "the handcrafted order always runs"
     return min(valid, key=lambda s: simulate(s, cost).step_time)
