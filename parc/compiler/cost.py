@@ -17,6 +17,7 @@ from ..ops.costs import nbytes, numel, op_cost
 from ..ops.sbp import Sbp
 from .ir import Graph, Op
 from .links import axis_link
+from .peephole import linear_pairs
 from .step_sync import step_syncs
 
 BACKWARD_COMM = {"grad_all_reduce": "all_reduce", "all_gather": "reduce_scatter",
@@ -47,7 +48,9 @@ class CostModel:
         self.param_like = self._parameter_values()
         self.step_synced = set(step_syncs(graph))  # gradient all-reduces run once per step
         self._concrete: dict = {}
-        self.inner: set[str] = set()  # results of ops that run inside another op's kernel
+        # results of ops that run inside another op's kernel: a matmul with its bias add
+        # (one F.linear), and with the Triton backend all but the last op of a fused chain
+        self.inner: set[str] = set(linear_pairs(graph, graph.ops))
         if fused:
             from .passes.fuse import fuse
 
@@ -196,13 +199,14 @@ def optimizer_state_bytes(name: str) -> int:
 
 # The optimizer step reads and writes f32 state per parameter element: AdamW reads the
 # parameter, its gradient and two moments and writes three; SGD with momentum reads three and
-# writes two. torch steps CPU parameters one tensor at a time (about a dozen ops each) and CUDA
-# ones with multi-tensor kernels (about a dozen launches for all of them).
+# writes two. The runtime steps them fused (one multi-tensor kernel over all of a rank's
+# parameters, on CPU and CUDA alike): a few launches, and a small cost per tensor.
 OPTIMIZER_BYTES = {"adamw": 7 * 4, "sgd": 5 * 4}
-OPTIMIZER_OPS = 12
+OPTIMIZER_OPS = 4
+OPTIMIZER_PER_TENSOR = 0.1  # in op overheads
 
 
 def optimizer_time(hw: HardwareSpec, name: str, numel: float, tensors: int) -> float:
     """One optimizer step over a rank's parameters."""
-    launches = OPTIMIZER_OPS * (tensors if hw.device == "cpu" else min(tensors, 1))
+    launches = (OPTIMIZER_OPS + OPTIMIZER_PER_TENSOR * tensors) if tensors else 0.0
     return numel * OPTIMIZER_BYTES.get(name, 28) / hw.mem_bw + launches * hw.op_overhead

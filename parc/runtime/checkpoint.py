@@ -152,8 +152,11 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
                 mine = {kind: _slice(full[kind], splits) for kind in kinds}
                 target.copy_(mine["param"])
                 if meta["adam_step"] > 0 and "exp_avg" in mine:
+                    fused = optimizer.defaults.get("fused") or optimizer.defaults.get(
+                        "capturable")  # their step count lives on the device too
                     optimizer.state[target] = {  # the moments live with their parameter
-                        "step": torch.tensor(float(meta["adam_step"])),
+                        "step": torch.tensor(float(meta["adam_step"]), dtype=torch.float32,
+                                             device=target.device if fused else "cpu"),
                         "exp_avg": mine["exp_avg"].to(target.device, copy=True),
                         "exp_avg_sq": mine["exp_avg_sq"].to(target.device, copy=True)}
     return int(meta["step"])

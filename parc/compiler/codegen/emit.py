@@ -16,6 +16,7 @@ from ...ops.types import TensorT
 from ..boundaries import param_carriers, stage_boundaries
 from ..ir import Graph, Op
 from ..passes.fuse import fuse, recompute_instance
+from ..peephole import linear_pairs
 from ..plan import Plan
 from ..step_sync import step_syncs
 from . import fused as fused_kernels
@@ -148,6 +149,9 @@ class Emitter:
         items: list[_Item] = []
         groups = fused_kernels.groups(self.graph, ops) if self.kernels == "triton" else {}
         names = set(self.plan.spec.parallel.recompute)
+        linear = linear_pairs(self.graph, ops)  # matmul result -> its bias add
+        fused_into = {add.outputs[0]: mm for mm, add in linear.items()}
+        producer = {o: op for op in ops for o in op.outputs}
         for op in ops:
             for name in op.inputs:
                 root = self.carriers.get(name, name)
@@ -164,6 +168,18 @@ class Emitter:
                 args = ", ".join(self.operand(n) for n in reads)
                 items.append(_Item(f"{outs} = kernels.{kernel.name}({args})", op.scope,
                                    instance, reads, kernel.outputs))
+                continue
+            if op.kind == "matmul" and op.outputs[0] in linear:
+                continue  # computed with its bias add, as one F.linear
+            if op.outputs[0] in fused_into:
+                matmul = producer[fused_into[op.outputs[0]]]
+                x, w, b = (self.operand(n) for n in (matmul.inputs + op.inputs[1:]))
+                reads = list(matmul.inputs) + list(op.inputs[1:])
+                expr = f"torch.addmm({b}, {x}, {w})" if \
+                    self.graph.values[matmul.inputs[0]].type.rank == 2 else \
+                    f"F.linear({x}, {w}.t(), {b})"
+                items.append(_Item(f"{var(op.outputs[0])} = {expr}", op.scope, instance, reads,
+                                   list(op.outputs)))
                 continue
             line = self.line(code, op)
             if line is not None:

@@ -18,7 +18,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from ...ops.comm import COMMS
 from ..plan import Plan
 from ..report import plan_json
-from ..schedules.posting import order_json, posting_order
+from ..schedules.posting import order_json
+from ..schedules.validate import runnable_order
 from .emit import Emitter, StageCode
 
 
@@ -76,7 +77,7 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                      "split_backward": sched.split_backward,
                      "ranks": [[[a.op, a.stage, a.mb] for a in rank] for rank in sched.ranks],
                      # what each rank posts and runs, in order (validated under NCCL's rules)
-                     "posting": order_json(posting_order(sched))},
+                     "posting": order_json(runnable_order(sched))},
     }
 
 

@@ -1,12 +1,13 @@
 """The point-to-point posting order: exactly what each rank's executor posts, and when.
 
-A rank runs its actions in schedule order. Before its first action it posts that action's
-receive; after each action it posts one group holding what the action sends and what the
-next action receives (Megatron's and torch's batched send/receive of one step), and waits
-for the whole group before it runs the next action. The compiler writes this order into the
-program (plan.json) and the executor follows it as written; the validator proves it under
-NCCL's rules (validate.py): between two ranks point-to-point operations match in the order
-they are posted, tags are ignored, and a group completes as one.
+A rank runs its actions in schedule order, in ticks. Before its first tick it posts that
+tick's receives; after each tick it posts one group holding what the tick sent and what the
+next tick receives (Megatron's and torch's batched send/receive of one step), and waits for
+the whole group before it runs the next tick. A tick is one action, or for orders that would
+deadlock so (interleaved 1F1B) a forward and the backward after it. The compiler writes this
+order into the program (plan.json) and the executor follows it as written; the validator
+proves it under NCCL's rules (validate.py): between two ranks point-to-point operations match
+in the order they are posted, tags are ignored, and a group completes as one.
 """
 
 from __future__ import annotations
@@ -92,18 +93,20 @@ class _Order:
         return Action("F" if message.kind == "act" else "B", message.src_stage, message.mb)
 
 
-def ticks(schedule: Schedule, rank: tuple[Action, ...], order: _Order) -> list[list[Action]]:
-    """A rank's actions cut into ticks that run with no communication between them: a
-    forward and a backward right after it whose gradient does not wait on that forward form
-    one (Megatron's steady 1F1B step: one group then carries both sends and both receives),
-    and a weight gradient joins the tick before it; every other action is a tick of its own."""
+def ticks(rank: tuple[Action, ...], order: _Order | None) -> list[list[Action]]:
+    """A rank's actions cut into ticks that run with no communication between them. Without
+    `order` every action is a tick of its own (Megatron's 1F1B: after a forward, send its
+    output and receive the next backward's gradient in one group). With it, a forward and a
+    backward right after it whose gradient does not wait on that forward form one tick
+    (Megatron's interleaved step: one group then carries both sends and both receives). A
+    weight gradient joins the tick before it either way."""
     out: list[list[Action]] = []
     for action in rank:
         if out and action.op == "W":
             out[-1].append(action)
             continue
         last = out[-1] if out else []
-        if action.op == "B" and len(last) == 1 and last[0].op == "F":
+        if order is not None and action.op == "B" and len(last) == 1 and last[0].op == "F":
             source = order.sender(action)
             if source is None or not order.follows(source, last[0]):
                 last.append(action)
@@ -112,22 +115,33 @@ def ticks(schedule: Schedule, rank: tuple[Action, ...], order: _Order) -> list[l
     return out
 
 
-def posting_order(schedule: Schedule) -> tuple[tuple[Step, ...], ...]:
+def candidate_orders(schedule: Schedule) -> list[tuple[tuple[Step, ...], ...]]:
+    """The posting orders to try, best first (validate.py keeps the first that NCCL can
+    run): one action a tick; the same with sends that no receive follows held back to the
+    next group (two ranks that send to each other in groups of their own wait on each other);
+    forward-backward pairs."""
+    return [posting_order(schedule, paired=False, hold_sends=False),
+            posting_order(schedule, paired=False, hold_sends=True),
+            posting_order(schedule, paired=True, hold_sends=False)]
+
+
+def posting_order(schedule: Schedule, paired: bool,
+                  hold_sends: bool) -> tuple[tuple[Step, ...], ...]:
     """Every rank's steps: after each tick one group of what it sends and what the next tick
     receives, waited for before the next tick runs."""
     out = []
-    order = _Order(schedule)
+    order = _Order(schedule) if paired else None
     for rank in schedule.ranks:
         steps: list[Step] = []
         pending: list[P2P] = []
-        for tick in ticks(schedule, rank, order):
+        for tick in ticks(rank, order):
             for action in tick:
                 needs = schedule.receives(action)
                 if needs is not None:
                     pending.append(P2P(op="recv", message=needs, peer_stage=needs.src_stage))
-            if pending:
+            if pending and not (hold_sends and all(p.op == "send" for p in pending)):
                 steps.append(Step(post=_group(pending, schedule)))
-            pending = []
+                pending = []
             for action in tick:
                 steps.append(Step(run=action))
                 sent = schedule.sends(action)

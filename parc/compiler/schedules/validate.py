@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .posting import P2P, Step, posting_order
+from .posting import P2P, Step, candidate_orders
 from .schedule import Action, Schedule
 
 
@@ -23,7 +23,20 @@ def validate(schedule: Schedule) -> None:
     _complete(schedule)
     _local_order(schedule)
     _progress(schedule)
-    check_posting(schedule, posting_order(schedule))
+    runnable_order(schedule)
+
+
+def runnable_order(schedule: Schedule) -> tuple[tuple[Step, ...], ...]:
+    """The first posting order NCCL can run (posting.candidate_orders, best first); the
+    first one's error when none can."""
+    errors = []
+    for order in candidate_orders(schedule):
+        try:
+            check_posting(schedule, order)
+            return order
+        except ScheduleError as exc:
+            errors.append(exc)
+    raise errors[0]
 
 
 def runnable(candidates: list[Schedule]) -> list[Schedule]:

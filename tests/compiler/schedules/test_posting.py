@@ -6,9 +6,14 @@ from dataclasses import replace
 import pytest
 
 from parc.compiler.schedules import build
-from parc.compiler.schedules.posting import P2P, Step, posting_order
+from parc.compiler.schedules.posting import P2P, Step
 from parc.compiler.schedules.schedule import Action, Message
-from parc.compiler.schedules.validate import ScheduleError, check_posting, validate
+from parc.compiler.schedules.validate import (
+    ScheduleError,
+    check_posting,
+    runnable_order,
+    validate,
+)
 
 
 def grid():
@@ -28,8 +33,8 @@ def grid():
                          ids=lambda v: str(v) if not isinstance(v, dict) else "")
 def test_every_family_posts_an_order_nccl_runs(family, p, m, kw):
     schedule = build(family, p, m, **kw)
-    validate(schedule)  # includes check_posting(schedule, posting_order(schedule))
-    order = posting_order(schedule)
+    validate(schedule)  # includes a posting order that NCCL runs
+    order = runnable_order(schedule)
     runs = [s.run for rank in order for s in rank if s.run is not None]
     assert sorted(runs) == sorted(a for rank in schedule.ranks for a in rank)
 
@@ -37,7 +42,7 @@ def test_every_family_posts_an_order_nccl_runs(family, p, m, kw):
 def test_interleaved_steady_state_batches_both_directions():
     """Megatron's step: a forward and the backward after it run back to back, then one group
     sends both results and receives both inputs of the next step."""
-    order = posting_order(build("interleaved", 2, 4, virtual=2))
+    order = runnable_order(build("interleaved", 2, 4, virtual=2))
     groups = [s.post for s in order[1] if s.post]
     assert any({p.op for p in g} == {"send", "recv"} and
                {p.message.kind for p in g} == {"act", "grad"} and len(g) == 4 for g in groups)
@@ -54,7 +59,7 @@ def test_gpipe_receives_in_the_wrong_order_land_in_the_wrong_buffers():
     """rank 1 posts the receive for microbatch 1 before microbatch 0's: under NCCL the first
     activation sent lands in microbatch 1's buffer (a silently wrong loss on GPUs)."""
     s = build("gpipe", 2, 2)
-    order = posting_order(s)
+    order = runnable_order(s)
     posts = [i for i, step in enumerate(order[1]) if step.post and
              step.post[0].message.kind == "act"]
     bad = _swap_receives(order, 1, posts[0], posts[1])
@@ -87,6 +92,15 @@ def test_a_send_posted_where_the_peer_waits_on_its_own_send_deadlocks():
                        r"3 \(before B0.0\) to recv grad of microbatch 0 \(stage 1->0\), but rank "
                        r"1 waits at step 2 \(before F1.1\) to recv act of microbatch 1"):
         check_posting(s, (rank0, rank1))
+
+
+def test_1f1b_receives_the_gradient_after_the_forward_runs():
+    """Megatron's 1F1B step: the forward runs, then one group sends its output and receives
+    the next backward's gradient, so the forward overlaps the wait for it."""
+    order = runnable_order(build("1f1b", 2, 4))
+    steps = [s.run or [p.op + " " + p.message.kind for p in s.post] for s in order[0]]
+    f1 = steps.index(Action("F", 0, 1))
+    assert steps[f1 + 1] == ["send act", "recv grad"] and steps[f1 + 2] == Action("B", 0, 0)
 
 
 def test_a_misordered_schedule_is_refused_before_anything_runs():
