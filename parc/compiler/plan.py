@@ -13,7 +13,7 @@ from .passes.partition import Partition, StageConfig, Unit, apply_partition, pla
 from .schedules import FIXED, Schedule, build, validated
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
-from .schedules.validate import validate
+from .schedules.validate import runnable_order, validate
 from .skip_check import check_skips
 
 # Python work of a split backward, in units of the hardware's per-op overhead (measured on CPU:
@@ -165,7 +165,7 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             return (units[a - 1].out_bytes if a > 0 else units[0].out_bytes) + kept
         return stages[stage].act_bytes + kept
 
-    simulation = simulate(schedule, duration, p2p, saved)
+    simulation = simulate(schedule, duration, p2p, saved, order=runnable_order(schedule))
     memory = []
     for r in range(pp):
         numel = sum(st.param_numel for st in stages if st.rank == r)

@@ -99,12 +99,10 @@ def ticks(rank: tuple[Action, ...], order: _Order | None) -> list[list[Action]]:
     output and receive the next backward's gradient in one group). With it, a forward and a
     backward right after it whose gradient does not wait on that forward form one tick
     (Megatron's interleaved step: one group then carries both sends and both receives). A
-    weight gradient joins the tick before it either way."""
+    weight gradient is a tick of its own: what the backward before it sends goes out before
+    it runs."""
     out: list[list[Action]] = []
     for action in rank:
-        if out and action.op == "W":
-            out[-1].append(action)
-            continue
         last = out[-1] if out else []
         if order is not None and action.op == "B" and len(last) == 1 and last[0].op == "F":
             source = order.sender(action)

@@ -49,13 +49,75 @@ def _structure(s: Schedule) -> list[list[tuple]]:
     return steps
 
 
+def _posted_times(s: Schedule, order, cost: Callable[[Action], float],
+                  p2p: Callable[[Action, int, int], float] | None) -> dict[Action, float]:
+    """Start times when every rank follows its posting order (posting.py): an action starts
+    when the groups before it are done, a group when each of its operations has its
+    counterpart posted and the message has crossed."""
+    sends: dict[tuple[int, int], list[float]] = {}  # channel -> post times, in order
+    recvs: dict[tuple[int, int], list[float]] = {}
+    slots: dict[tuple[int, int, int], int] = {}
+    clock = [0.0] * len(order)
+    pointer = [0] * len(order)
+    starts: dict[Action, float] = {}
+
+    def channel(rank: int, p) -> tuple[int, int]:
+        peer = s.stage_rank[p.peer_stage]
+        return (rank, peer) if p.op == "send" else (peer, rank)
+
+    while any(pointer[r] < len(steps) for r, steps in enumerate(order)):
+        moved = False
+        for r, steps in enumerate(order):
+            while pointer[r] < len(steps):
+                step = steps[pointer[r]]
+                if step.run is not None:
+                    starts[step.run] = clock[r]
+                    clock[r] += cost(step.run)
+                    pointer[r] += 1
+                    moved = True
+                    continue
+                key = (r, pointer[r])
+                if (r, pointer[r], 0) not in slots:
+                    for i, p in enumerate(step.post):
+                        queue = (sends if p.op == "send" else recvs).setdefault(channel(r, p), [])
+                        slots[(*key, i)] = len(queue)
+                        queue.append(clock[r])
+                    moved = True
+                done = clock[r]
+                for i, p in enumerate(step.post):
+                    mine = (sends if p.op == "send" else recvs)[channel(r, p)]
+                    other = (recvs if p.op == "send" else sends).get(channel(r, p), [])
+                    k = slots[(*key, i)]
+                    if len(other) <= k:
+                        done = None
+                        break
+                    m = p.message
+                    sender = Action("F" if m.kind == "act" else "B", m.src_stage, m.mb)
+                    crossing = p2p(sender, s.stage_rank[m.src_stage],
+                                   s.stage_rank[m.dst_stage]) if p2p else 0.0
+                    done = max(done, max(mine[k], other[k]) + crossing)
+                if done is None:
+                    break
+                clock[r] = done
+                pointer[r] += 1
+                moved = True
+        if not moved:
+            raise RuntimeError("the posting order deadlocks (validate it first)")
+    return starts
+
+
 def simulate(schedule: Schedule, cost: Callable[[Action], float],
              p2p: Callable[[Action, int, int], float] | None = None,
-             activation_bytes: Callable[[int], float] | None = None) -> Simulation:
+             activation_bytes: Callable[[int], float] | None = None,
+             order=None) -> Simulation:
     """Replay `schedule`. `cost(action)` is its duration; `p2p(action, src, dst)` the time its
-    message takes between ranks; `activation_bytes(stage)` what one microbatch holds there."""
+    message takes between ranks; `activation_bytes(stage)` what one microbatch holds there.
+    With `order` (the posting order the runtime follows) actions wait for the groups posted
+    before them, as on NCCL; without it, sends are buffered and an action waits only for its
+    inputs (the schedule's own figures)."""
     s = schedule
     steps = _structure(s)
+    posted = _posted_times(s, order, cost, p2p) if order is not None else None
     finish: dict[Action, float] = {}
     arrive: dict[tuple[Action, int], float] = {}  # (producer, consumer rank) -> arrival
     free = [0.0] * s.num_ranks
@@ -85,6 +147,8 @@ def simulate(schedule: Schedule, cost: Callable[[Action], float],
                         start = t
                 if not ready:
                     break
+                if posted is not None:
+                    start = max(start, posted[action])
                 end = start + cost(action)
                 finish[action] = end
                 free[r] = end

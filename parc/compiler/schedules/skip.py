@@ -20,7 +20,7 @@ from dataclasses import replace
 from .list_schedule import list_schedule
 from .schedule import Action, Schedule
 from .simulate import simulate, uniform_cost
-from .validate import runnable
+from .validate import runnable, runnable_order
 
 
 def skip_paths(num_stages: int, m: int, ratio: float, seed: int) -> tuple[tuple[int, ...], ...]:
@@ -95,6 +95,6 @@ def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False
     assert valid, "the GPipe order always runs"
 
     def score(schedule: Schedule) -> tuple[float, int]:
-        sim = simulate(schedule, cost)
+        sim = simulate(schedule, cost, order=runnable_order(schedule))
         return sim.step_time, max(sim.peak_inflight)
     return min(valid, key=score)

@@ -9,6 +9,7 @@ step and the action, so a broken hand-made schedule reads like a bug report.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 from .posting import P2P, Step, candidate_orders
@@ -26,6 +27,7 @@ def validate(schedule: Schedule) -> None:
     runnable_order(schedule)
 
 
+@functools.lru_cache(maxsize=512)
 def runnable_order(schedule: Schedule) -> tuple[tuple[Step, ...], ...]:
     """The first posting order NCCL can run (posting.candidate_orders, best first); the
     first one's error when none can."""

@@ -7,7 +7,8 @@ with rank r running each W r backwards late (W of microbatch i right after B of 
 last r at the end). With F = B = W and m >= p it takes 3m + p - 1 slots against 1F1B's
 3m + 3(p - 1).
 When the cost model gives unequal passes, list scheduling with those costs can do better; the
-faster of the two orders that post in an order NCCL can run is kept.
+faster of the two orders that post in an order NCCL can run is kept, timed as the runtime
+posts them (a send waits for its receive to be posted).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from .list_schedule import list_schedule
 from .schedule import Action, Schedule, full_paths
 from .simulate import simulate, uniform_cost
-from .validate import runnable
+from .validate import runnable, runnable_order
 
 
 def handcrafted(p: int, m: int) -> Schedule:
@@ -46,4 +47,4 @@ def zb_h1(p: int, m: int, cost: Callable[[Action], float] | None = None) -> Sche
     orders = [handcrafted(p, m), list_schedule(template, [p] * p, cost)]
     valid = runnable(orders)  # each must also post in an order NCCL can run
     assert valid, "the handcrafted order always runs"
-    return min(valid, key=lambda s: simulate(s, cost).step_time)
+    return min(valid, key=lambda s: simulate(s, cost, order=runnable_order(s)).step_time)
