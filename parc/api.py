@@ -110,7 +110,7 @@ def plan_of(spec: Spec) -> Plan:
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
         overrides: dict | None = None, torchrun_args: list[str] | None = None,
         resume: bool = False, trace: str | Path | None = None,
-        kernels: str | None = None) -> int:
+        kernels: str | None = None, tensorboard: str | Path | None = None) -> int:
     """Compile, launch with torchrun, show progress; returns the exit status."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -147,6 +147,8 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
             write_atomic(trace / "predicted_trace.json", json.dumps(
                 chrome_trace(plan.simulation, plan.schedule.num_ranks, spec.model.name)))
             extra = ["--trace", str(trace)]
+        if tensorboard is not None:
+            extra += ["--tensorboard", str(Path(tensorboard).resolve())]
         status = launch(program, nproc, out, steps, show, torchrun_args, extra=extra,
                         resume=resume)
     if status != 0:

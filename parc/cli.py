@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="record every action of the last step on every rank into DIR")
     run.add_argument("--resume", action="store_true",
                      help="continue from the newest checkpoint (any plan may have written it)")
+    run.add_argument("--tensorboard", default=None, metavar="DIR",
+                     help="also write the step metrics into DIR for TensorBoard")
     tune = sub.add_parser("tune", help="find the fastest parallel plan that fits memory")
     tune.add_argument("file", metavar="FILE")
     tune.add_argument("--devices", type=int, default=None, help="default: the hardware's")
@@ -183,7 +185,8 @@ def _cmd_compile(args) -> int:
 
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
-                   args.torchrun, args.resume, args.trace, args.kernels)
+                   args.torchrun, args.resume, args.trace, args.kernels,
+                   tensorboard=args.tensorboard)
 
 
 def _cmd_plan(args) -> int:

@@ -94,3 +94,9 @@ def summarize(graph: Graph) -> list[ScopeSummary]:
         key = f"{record.kind}@{record.axis}"
         r.collectives[key] = r.collectives.get(key, 0) + 1
     return list(rows.values())
+
+
+def model_flops(graph: Graph, microbatches: int) -> float:
+    """FLOPs of one training step of the model itself (forward and backward, every op once,
+    as if on one device): the numerator of MFU."""
+    return microbatches * sum(r.flops_fwd + r.flops_bwd for r in summarize(graph))

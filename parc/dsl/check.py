@@ -13,7 +13,7 @@ from .elaborate import Elaborator
 from .hardware import hardware_of
 from .loader import Program, load, load_text
 from .names import Namespace, build_namespaces
-from .parallel import ParallelChecker
+from .parallel import ParallelChecker, glob_regex
 from .settings import POISON
 from .spec import HardwareSpec, Spec
 from .train import check_train
@@ -72,6 +72,7 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
         _check_loss(model, train_node, err)
         if not any(d.code == "E133" for d in err.diagnostics):
             _check_targets(model, err)
+        _check_no_decay(model, train, train_node, err)
         train = _check_train_files(train, train_node, model, program, err)
     if train_node is not None and model_node is None:
         err("E306", "`train` needs a `model` in the same file", train_node.span)
@@ -126,6 +127,13 @@ def _check_targets(model, err) -> None:
                 f"would teach the model to copy its input", target.span,
                 help=f"declare the next-token targets: `input {target.name}: {target.type} = "
                 f"next({twin.name})`")
+
+
+def _check_no_decay(model, train, node, err) -> None:
+    for pattern in train.no_decay or ():
+        if not any(glob_regex(pattern).match(p.name) for p in model.params):
+            err("E153", f"`no_decay`: `{pattern}` matches no parameter",
+                _setting_span(node, "no_decay"))
 
 
 def _spec_dir(program) -> Path:

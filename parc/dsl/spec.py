@@ -117,6 +117,16 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class LrSchedule:
+    """Warmup from lr/warmup to lr, then decay to min_lr over the rest of `decay_steps`."""
+
+    kind: str = "constant"  # constant, cosine or linear
+    warmup: int = 0
+    min_lr: float = 0.0
+    decay_steps: int | None = None  # None: the train block's steps
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     batch: int
     microbatches: int = 1
@@ -129,6 +139,10 @@ class TrainSpec:
     init: str | None = None  # a weights file (parc names or a Hugging Face layout)
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None  # as written; resolved next to the spec by the checker
+    lr_schedule: LrSchedule = LrSchedule()
+    # parameters without weight decay: glob patterns, or None for the usual ones (norm
+    # weights, biases and embedding tables)
+    no_decay: tuple[str, ...] | None = None
     span: Span | None = _span()
 
     @property

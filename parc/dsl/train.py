@@ -17,7 +17,7 @@ from .settings import (
     read_settings,
     show,
 )
-from .spec import DataSpec, OptimizerSpec, TrainSpec
+from .spec import DataSpec, LrSchedule, OptimizerSpec, TrainSpec
 
 OPTIMIZERS = {
     "adamw": {"lr": None, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8},
@@ -94,6 +94,40 @@ def _data(values, span, err, key):
     return DataSpec("tokens", seed=bound["seed"], path=bound["path"], dtype=dtype.name)
 
 
+SCHEDULES = {"constant": {}, "cosine": {"warmup": 0, "min_lr": 0.0, "decay_steps": None},
+             "linear": {"warmup": 0, "min_lr": 0.0, "decay_steps": None}}
+
+
+def _lr_schedule(values, span, err, key):
+    (value,) = values if len(values) == 1 else (None,)
+    if isinstance(value, Ident) and value.name in SCHEDULES:
+        value = CallValue(value.name, (), (), span)
+    if not isinstance(value, CallValue) or value.name not in SCHEDULES:
+        return err("E148", "`lr_schedule` must be `constant`, `cosine(warmup = N, min_lr = x)` "
+                   f"or `linear(warmup = N, min_lr = x)`, not {show(value)}", span)
+    bound = _call_args(value, {k: (0 if v is None else v) for k, v in
+                               SCHEDULES[value.name].items()}, err, "lr_schedule")
+    if bound is None:
+        return POISON
+    warmup, decay = bound.get("warmup", 0), bound.get("decay_steps", 0)
+    if not is_int(warmup) or warmup < 0 or not is_int(decay) or decay < 0:
+        return err("E146", "`warmup` and `decay_steps` must be non-negative integers", value.span)
+    min_lr = bound.get("min_lr", 0.0)
+    if not is_number(min_lr) or min_lr < 0:
+        return err("E146", "`min_lr` must be a non-negative number", value.span)
+    return LrSchedule(value.name, warmup=warmup, min_lr=float(min_lr),
+                      decay_steps=decay or None)
+
+
+def _no_decay(values, span, err, key):
+    if len(values) == 1 and isinstance(values[0], Ident) and values[0].name == "none":
+        return ()
+    if not values or not all(isinstance(v, str) and v for v in values):
+        return err("E148", '`no_decay` takes name patterns (`no_decay "*.b", "*norm*"`) or '
+                   "`none` (decay every parameter)", span)
+    return tuple(values)
+
+
 SCHEMA = {
     "batch": positive_int,
     "microbatches": positive_int,
@@ -104,6 +138,8 @@ SCHEMA = {
     "precision": ident("f32", "bf16"),
     "grad_clip": positive_number,
     "init": lambda values, span, err, key: _init_file(values, span, err),
+    "lr_schedule": _lr_schedule,
+    "no_decay": _no_decay,
 }
 
 
@@ -134,6 +170,12 @@ def check_train(node: ast.Train, err) -> TrainSpec | None:
         return None
     if "batch" not in values:
         err("E149", "`train` needs `batch` (the global batch size)", node.span)
+        return None
+    schedule = values.get("lr_schedule")
+    optimizer = values.get("optimizer")
+    if schedule is not None and optimizer is not None and schedule.min_lr > optimizer.lr:
+        err("E146", f"`min_lr` {schedule.min_lr:g} is above the learning rate {optimizer.lr:g}",
+            spans["lr_schedule"])
         return None
     microbatches = values.get("microbatches", 1)
     if values["batch"] % microbatches:

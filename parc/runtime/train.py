@@ -14,13 +14,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint
+from . import checkpoint, optim
 from .data import Data
 from .executor import Executor
 from .mesh import Mesh, build_mesh, init_distributed, steady_timeouts
 from .params import init_full, shard
 from .programs import sibling
+from .step_totals import reduce_step
 from .sync import GROUPS, GradientSync
+from .tensorboard import Board
 from .weights import fit, load_weights
 
 
@@ -102,91 +104,6 @@ class Program:
         return out
 
 
-def _optimizer(program: Program) -> torch.optim.Optimizer:
-    """AdamW or SGD as one fused step over all of a rank's parameters (a multi-tensor kernel
-    on CUDA, and on CPU too: stepping tensors one at a time costs a dozen ops each)."""
-    spec = program.spec["train"]["optimizer"]
-    params = program.parameters()
-    if spec["name"] == "sgd":
-        kwargs = dict(lr=spec["lr"], momentum=spec["momentum"],
-                      weight_decay=spec["weight_decay"])
-        make = torch.optim.SGD
-    else:
-        kwargs = dict(lr=spec["lr"], betas=(spec["beta1"], spec["beta2"]), eps=spec["eps"],
-                      weight_decay=spec["weight_decay"])
-        make = torch.optim.AdamW
-    try:
-        return make(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # a torch without a fused kernel for it
-        return make(params, **kwargs)
-
-
-class _GlobalLoss:
-    """The step's loss: mean over microbatches, summed over the axes the loss is a partial sum
-    on (as the plan's SBP says), taken once over the axes it is whole on. The all-reduce is
-    launched when the last microbatch is done and read after the optimizer step, so it
-    overlaps the gradient sync and the optimizer instead of stopping every rank."""
-
-    def __init__(self, program: Program, losses: list[torch.Tensor]):
-        local = torch.stack(losses).sum() / program.spec["train"]["microbatches"] if losses \
-            else torch.zeros((), device=program.device)
-        self.work = None
-        if program.mesh is None:
-            self.total = local.detach()
-            return
-        partial = set(program.spec["loss_partial"])
-        owner = bool(losses) and all(program.mesh.coords[a] == 0 for a, _ in program.mesh.axes
-                                     if a != "pp" and a not in partial)
-        # NCCL: on the device
-        self.total = torch.zeros((), dtype=torch.float64, device=program.device)
-        if owner:
-            self.total += local.detach().to(torch.float64)
-        self.work = dist.all_reduce(self.total, async_op=True)
-
-    def value(self) -> float:
-        if self.work is not None:
-            self.work.wait()
-            self.work = None
-        return float(self.total)
-
-
-def _clip(program: Program, max_norm: float) -> None:
-    """Clip by the global norm: every element of every parameter counted once, whether a
-    shard is replicated over an axis or a parameter kept on several stages (a tied
-    embedding on the first and the last). One reduction on the device, no host sync."""
-    home = {}  # parameter -> the first stage that keeps it
-    for stage in program.spec["stages"]:
-        for p in stage["params"]:
-            home.setdefault(p["name"], stage["index"])
-    counted, grads = [], []
-    for stage in program.spec["stages"]:
-        module = program.modules.get(stage["index"])
-        if module is None:
-            continue
-        for p in stage["params"]:
-            param = getattr(module, p["attr"])
-            if param.grad is None:
-                continue
-            grads.append(param.grad)
-            if home[p["name"]] != stage["index"]:
-                continue
-            if program.mesh is not None:
-                split_axes = {a for a, _ in p["splits"]}
-                if any(program.mesh.coords[a] != 0 for a, _ in program.mesh.axes
-                       if a != "pp" and a not in split_axes):
-                    continue
-            counted.append(param.grad)
-    total = torch.zeros((), dtype=torch.float64, device=program.device)
-    if counted:
-        norms = torch._foreach_norm(counted)
-        total += torch.stack(norms).double().pow(2).sum()
-    if program.mesh is not None:
-        dist.all_reduce(total)
-    scale = (max_norm / (total.sqrt() + 1e-6)).clamp(max=1.0).float()
-    if grads:
-        torch._foreach_mul_(grads, scale)
-
-
 def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
               on_step=None, resume: bool = False, trace: str | None = None,
               dump_steps: tuple[int, ...] | None = None) -> list[float]:
@@ -198,7 +115,7 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
                 train["data"].get("path"), train["data"].get("dtype", "u16"))
     executor = Executor(spec, program.modules, program.mesh, program.device)
     sync = GradientSync(program, executor.last_passes())
-    optimizer = _optimizer(program)
+    optimizer = optim.build(program)
     ckpt = train.get("checkpoint")
     first = 0
     if resume:
@@ -210,6 +127,7 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
     losses = []
     for step in range(first, steps):
         start = time.perf_counter()
+        lr = optim.set_lr(optimizer, program, step)
         optimizer.zero_grad(set_to_none=True)
         traced = trace is not None and step == steps - 1  # the last step: warm
         if traced and program.mesh is not None:
@@ -217,19 +135,17 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
             start = time.perf_counter()
         result = executor.run(data.global_batch(step), program.data_splits, trace=traced,
                               sync=sync)
-        global_loss = _GlobalLoss(program, result.losses)
         sync.finish()
-        if train.get("grad_clip"):
-            _clip(program, train["grad_clip"])
+        totals = reduce_step(program, result.losses, train.get("grad_clip"))
+        loss = totals.loss
         where = None
         if dump is not None and dump_steps is None and step == steps - 1:
             where = dump
         elif dump is not None and dump_steps is not None and step in dump_steps:
             where = str(Path(dump) / f"step{step}")
         if where is not None:
-            _dump(program, where, global_loss.value(), "grads")
+            _dump(program, where, loss, "grads")
         optimizer.step()
-        loss = global_loss.value()
         if where is not None:
             _dump(program, where, loss, "params")
         if ckpt and (step + 1) % ckpt["every"] == 0:
@@ -241,7 +157,10 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
             _write_trace(program, trace, result.events, step)
         losses.append(loss)
         tokens = train["batch"] * train["tokens_per_sample"]
-        record = {"step": step, "loss": loss, "step_s": seconds, "tokens_per_s": tokens / seconds}
+        record = {"step": step, "loss": loss, "lr": lr, "grad_norm": totals.grad_norm,
+                  "step_s": seconds, "tokens_per_s": tokens / seconds,
+                  "mfu": train.get("model_flops", 0.0) / (seconds * train.get("peak_flops", 1.0)),
+                  "peak_mem_bytes": totals.peak_bytes}
         if metrics is not None:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
@@ -292,8 +211,8 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
 
 
 def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,
-          dump: str | None = None, resume: bool = False,
-          trace: str | None = None) -> list[float]:
+          dump: str | None = None, resume: bool = False, trace: str | None = None,
+          tensorboard: str | None = None) -> list[float]:
     """Entry point under torchrun."""
     init_distributed()
     spec = load_program(program_dir)
@@ -301,12 +220,16 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
     program = Program(program_dir, mesh)
     steps = steps if steps is not None else spec["train"]["steps"]
     metrics = None
+    board = None
     if out is not None and mesh.rank == 0:
         os.makedirs(out, exist_ok=True)
         mode = "a" if resume else "w"  # a resumed run continues the same metrics
         metrics = open(Path(out) / "metrics.jsonl", mode)  # noqa: SIM115 - closed below
+    if tensorboard is not None and mesh.rank == 0:
+        board = Board(tensorboard)
     try:
-        losses = run_steps(program, steps, metrics, dump, resume=resume, trace=trace)
+        losses = run_steps(program, steps, metrics, dump, resume=resume, trace=trace,
+                           on_step=board)
     except BaseException:
         # Leave at once: waiting for the others (a barrier, pending sends) would hang this
         # rank until the timeout; torchrun sees the exit and stops the whole job.
@@ -315,6 +238,8 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
         os._exit(1)
     if metrics is not None:
         metrics.close()
+    if board is not None:
+        board.close()
     dist.barrier()
     dist.destroy_process_group()
     return losses

@@ -1,6 +1,7 @@
 """`parc run` end to end, and jobs that fail or hang end promptly with the error shown."""
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -15,15 +16,36 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_parc_run_trains_and_writes_metrics(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["run", str(ROOT / "examples/gpt_tiny.par"), "--steps", "6", "--out",
-                 str(out)]) == 0
+    """A cosine schedule with warmup: every step's lr is the formula's; the metrics carry the
+    gradient norm, MFU and every rank's peak memory, in metrics.jsonl and TensorBoard."""
+    spec = tmp_path / "gpt.par"
+    spec.write_text((ROOT / "examples/gpt_tiny.par").read_text().replace(
+        "steps 20", "steps 20\n  lr_schedule cosine(warmup = 2, min_lr = 1e-4)"))
+    out, board = tmp_path / "run", tmp_path / "board"
+    assert main(["run", str(spec), "--steps", "6", "--out", str(out),
+                 "--tensorboard", str(board)]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(6))
-    assert set(records[0]) == {"step", "loss", "step_s", "tokens_per_s"}
+    assert set(records[0]) == {"step", "loss", "lr", "grad_norm", "step_s", "tokens_per_s",
+                               "mfu", "peak_mem_bytes"}
+    lr, low = 1e-3, 1e-4  # the example's adamw(lr = 1e-3); decay over the 20 steps it sets
+    for r in records:
+        want = lr * (r["step"] + 1) / 2 if r["step"] < 2 else \
+            low + 0.5 * (1 + math.cos(math.pi * (r["step"] - 2) / 18)) * (lr - low)
+        assert r["lr"] == pytest.approx(want)
     assert records[-1]["loss"] < records[0]["loss"]
+    assert all(r["grad_norm"] > 0 and 0 < r["mfu"] < 1 for r in records)
+    assert len(records[0]["peak_mem_bytes"]) == 4 and min(records[0]["peak_mem_bytes"]) > 1e7
     assert (out / "program" / "main.py").exists()
     assert "metrics:" in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(board))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert losses == pytest.approx([r["loss"] for r in records])
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx(
+        [r["lr"] for r in records])
 
 
 def _broken(tmp_path: Path, statement: str) -> Path:

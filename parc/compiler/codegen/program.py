@@ -15,11 +15,13 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ...dsl.parallel import glob_regex
 from ...ops.comm import COMMS
 from ..plan import Plan
 from ..report import plan_json
 from ..schedules.posting import order_json
 from ..schedules.validate import runnable_order
+from ..summary import model_flops
 from .emit import Emitter, StageCode
 
 
@@ -47,6 +49,7 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                         "splits": splits, "next_of": next_of.get(name)}
     sched = plan.schedule
     loss = g.values[dict(g.outputs).get("loss", g.outputs[0][1])]
+    decayed = weight_decayed(spec)
     return {
         "model": spec.model.name,
         "mesh": [list(axis) for axis in (spec.parallel.mesh or (("pp", 1),))],
@@ -57,6 +60,13 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                   "checkpoint": {"every": train.checkpoint_every, "dir": train.checkpoint_dir}
                   if train.checkpoint_every else None,
                   "optimizer": asdict(train.optimizer), "data": asdict(train.data),
+                  "lr_schedule": {**asdict(train.lr_schedule),
+                                  "decay_steps": train.lr_schedule.decay_steps or train.steps},
+                  # MFU: the model's FLOPs per step over every device's peak
+                  "model_flops": model_flops(g, train.microbatches),
+                  "peak_flops": spec.parallel.hardware.devices * (
+                      spec.parallel.hardware.flops_bf16 if train.precision == "bf16"
+                      else spec.parallel.hardware.flops_f32),
                   "tokens_per_sample": _tokens_per_sample(plan)},
         "inputs": inputs,
         "stages": [{"index": s.index, "rank": s.rank, "module": f"stage_{s.index}",
@@ -64,7 +74,8 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                     "live_out": s.live_out, "data_inputs": s.data_inputs,
                     "loss": s.loss is not None,
                     "params": [{"attr": p.attr, "name": p.name, "shape": p.shape,
-                                "init": [p.init[0], list(p.init[1])], "splits": p.splits}
+                                "init": [p.init[0], list(p.init[1])], "splits": p.splits,
+                                "decay": p.name in decayed}
                                for p in s.params]}
                    for s in stages],
         "shared_params": plan.shared_params,
@@ -79,6 +90,27 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                      # what each rank posts and runs, in order (validated under NCCL's rules)
                      "posting": order_json(runnable_order(sched))},
     }
+
+
+def weight_decayed(spec) -> set[str]:
+    """The parameters weight decay applies to: all but those `no_decay` names; by default the
+    weight matrices (what a matmul multiplies by, directly or transposed), not the norm
+    weights, biases and embedding tables (token or position)."""
+    params = spec.model.params
+    patterns = spec.train.no_decay
+    if patterns is not None:
+        regexes = [glob_regex(p) for p in patterns]
+        return {p.name for p in params if not any(r.match(p.name) for r in regexes)}
+    producer = {out: op for op in spec.model.ops for out in op.outputs}
+
+    def source(value: int) -> int:  # through transposes and reshapes
+        while value in producer and producer[value].kind in ("transpose", "reshape"):
+            value = producer[value].inputs[0]
+        return value
+
+    multiplied = {source(v) for op in spec.model.ops if op.kind == "matmul" for v in op.inputs}
+    tables = {op.inputs[1] for op in spec.model.ops if op.kind == "embedding"}
+    return {p.name for p in params if p.value in multiplied - tables}
 
 
 def _tokens_per_sample(plan: Plan) -> int:
