@@ -28,8 +28,8 @@ def test_schedules_follow_their_formulas():
 
 
 def _program(tmp_path: Path, extra: str) -> Program:
-    text = (ROOT / "examples/gpt_tiny.par").read_text().replace(
-        "steps 20", "steps 20" + extra).replace("std.hw.cpu(devices = 4)", "std.hw.cpu(devices = 1)")
+    text = (ROOT / "examples/gpt_tiny.par").read_text().replace("steps 20", "steps 20" + extra)
+    text = text.replace("std.hw.cpu(devices = 4)", "std.hw.cpu(devices = 1)")
     text = text.replace("mesh (pp = 2, dp = 2)", "mesh (pp = 1)").replace(
         "    tokens, targets: S(0)@dp          # the batch splits over dp; parameters stay "
         "whole (B)\n", "")
