@@ -103,6 +103,8 @@ class CallMixin:
             if exc.operand is not None and operand_spans and exc.operand < len(operand_spans):
                 where = operand_spans[exc.operand] or span
             return self.err("E204", f"`{kind}`: {exc}", where)
+        if kind == "dropout" and attrs.get("p") == 0.0:
+            return operands[0]  # no dropout: no op
         if len(self.ops) >= MAX_OPS:
             self.err("E161", f"the model elaborates to more than {MAX_OPS} ops", span)
             raise Abort

@@ -104,6 +104,14 @@ def _elementwise_unary(ts, attrs):
     return [x]
 
 
+def _dropout(ts, attrs):
+    (x,) = ts
+    _need_float(x)
+    if not 0.0 <= attrs["p"] < 1.0:
+        raise ShapeError(f"the dropout probability must be in [0, 1), not {attrs['p']}", 0)
+    return [x]
+
+
 def _matmul(ts, attrs):
     a, b = ts
     _need_float(a, 0)
@@ -282,6 +290,8 @@ CATALOG: dict[str, OpSpec] = {
         _op("tanh", ["x"], _elementwise_unary, "tanh(x)"),
         _op("sigmoid", ["x"], _elementwise_unary, "1 / (1 + exp(-x))"),
         _op("exp", ["x"], _elementwise_unary, "exp(x)"),
+        _op("dropout", ["x"], _dropout, "zero each element with probability p in training, "
+            "scale the rest by 1 / (1 - p)", p=REQUIRED),
         _op("layer_norm", ["x", "weight", "bias"], _layer_norm,
             "layer normalisation over the last dimension", eps=1e-5),
         _op("rms_norm", ["x", "weight"], _rms_norm, "RMS normalisation over the last dimension",
@@ -310,5 +320,5 @@ CATALOG: dict[str, OpSpec] = {
 # Python-typed attributes: the checker converts call arguments to these before a shape rule runs.
 ATTR_KINDS = {
     "factor": float, "eps": float, "theta": float, "dim": int, "dim0": int, "dim1": int,
-    "heads": int, "parts": int, "shape": list, "causal": bool,
+    "heads": int, "parts": int, "shape": list, "causal": bool, "p": float,
 }

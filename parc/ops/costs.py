@@ -32,7 +32,8 @@ def nbytes(t: TensorT) -> int:
 ELEMENTWISE = {"add": (1, 1), "sub": (1, 1), "mul": (1, 2), "div": (1, 3), "scale": (1, 1),
                "gelu": (8, 12), "silu": (4, 6), "relu": (1, 1), "tanh": (4, 3),
                "sigmoid": (4, 3), "exp": (1, 1), "layer_norm": (8, 12), "rms_norm": (5, 8),
-               "softmax": (5, 4), "rope": (6, 6), "sum": (1, 0), "mean": (1, 0)}
+               "softmax": (5, 4), "rope": (6, 6), "sum": (1, 0), "mean": (1, 0),
+               "dropout": (12, 1)}  # the mask is a hash of each element's index
 MOVES = {"split_heads", "merge_heads", "transpose", "reshape", "split"}
 
 

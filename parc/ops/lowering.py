@@ -58,6 +58,8 @@ def torch_lowering(kind: str, args: list[str], ins: list[TensorT], attrs: dict) 
         return simple[kind].format(*a)
     if kind == "scale":
         return f"{a[0]} * {attrs['factor']!r}"
+    if kind == "dropout":  # the emitter adds the tensor's place in the whole (codegen/emit.py)
+        return f"dropout({a[0]}, p={attrs['p']!r})"
     if kind == "layer_norm":
         return f"F.layer_norm({a[0]}, ({a[0]}.shape[-1],), {a[1]}, {a[2]}, eps={attrs['eps']!r})"
     if kind == "rms_norm":

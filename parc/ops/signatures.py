@@ -173,6 +173,7 @@ RULES = {
     "tanh": _unary(linear=False),
     "sigmoid": _unary(linear=False),
     "exp": _unary(linear=False),
+    "dropout": _unary(linear=True),  # a mask times x: the same mask on every rank of a P
     "layer_norm": _rowwise(2),
     "rms_norm": _rowwise(1),
     "softmax": _softmax,

@@ -1,7 +1,9 @@
 """Training data: a deterministic synthetic language, or tokens from a file (nanoGPT layout).
 
-Every rank builds the same global batch for a step and keeps its slice, so the program and
-the single-process reference see identical data.
+Every row of a step's global batch is drawn from its own seed (the data seed, the step, the
+row), so a rank makes only the rows of its microbatches and of its slice of them (a
+data-parallel rank reads its share, nothing more), and the single-process reference, which
+makes every row, sees the same ones.
 """
 
 from __future__ import annotations
@@ -10,21 +12,51 @@ import numpy as np
 import torch
 
 
-def synthetic_sequences(seed: int, step: int, batch: int, length: int, vocab: int) -> np.ndarray:
-    """[batch, length] tokens of a learnable language: each token mostly follows from the one
-    before (x' = 7x + 1 mod vocab), with one in eight drawn at random."""
-    rng = np.random.default_rng([seed, step])
-    x = np.empty((batch, length), dtype=np.int64)
-    x[:, 0] = rng.integers(0, vocab, batch)
-    noise = rng.random((batch, length)) < 0.125
-    random_tokens = rng.integers(0, vocab, (batch, length))
+def _row_rng(seed: int, step: int, row: int) -> np.random.Generator:
+    return np.random.default_rng([seed, step, row])
+
+
+def synthetic_sequences(seed: int, step: int, rows: list[int], length: int,
+                        vocab: int) -> np.ndarray:
+    """[len(rows), length] tokens of a learnable language: each token mostly follows from the
+    one before (x' = 7x + 1 mod vocab), with one in eight drawn at random."""
+    x = np.empty((len(rows), length), dtype=np.int64)
+    noise = np.empty((len(rows), length), dtype=bool)
+    random_tokens = np.empty((len(rows), length), dtype=np.int64)
+    for i, row in enumerate(rows):
+        rng = _row_rng(seed, step, row)
+        x[i, 0] = rng.integers(0, vocab)
+        noise[i] = rng.random(length) < 0.125
+        random_tokens[i] = rng.integers(0, vocab, length)
     for t in range(1, length):
         x[:, t] = np.where(noise[:, t], random_tokens[:, t], (7 * x[:, t - 1] + 1) % vocab)
     return x
 
 
+def local_rows(batch: int, microbatch: int, num_microbatches: int,
+               splits: list[tuple[int, int, int]]) -> list[int]:
+    """The global batch rows of a microbatch that a rank holds: the microbatch's, cut by every
+    split of dim 0 (outer axis first)."""
+    rows = list(range(batch))
+    per = batch // num_microbatches
+    rows = rows[microbatch * per:(microbatch + 1) * per]
+    for dim, ways, index in splits:
+        if dim == 0:
+            size = len(rows) // ways
+            rows = rows[index * size:(index + 1) * size]
+    return rows
+
+
+def _cut(tensor: torch.Tensor, splits: list[tuple[int, int, int]]) -> torch.Tensor:
+    """This rank's slice along every split dim but the batch (rows were chosen already)."""
+    for dim, ways, index in splits:
+        if dim != 0:
+            tensor = tensor.chunk(ways, dim=dim)[index]
+    return tensor.contiguous()
+
+
 class Data:
-    """Global batches for the model's inputs, described as name -> (dtype, shape, high)."""
+    """Batches for the model's inputs, described as name -> (dtype, shape, high, next_of)."""
 
     def __init__(self, kind: str, seed: int, inputs: dict, batch: int, path: str | None = None,
                  file_dtype: str = "u16"):
@@ -33,40 +65,53 @@ class Data:
         if kind == "tokens":
             dtype = {"u16": np.uint16, "i32": np.int32, "i64": np.int64}[file_dtype]
             self.tokens = np.memmap(path, dtype=dtype, mode="r")
+        self._last: tuple | None = None  # (step, rows, batch): stages read several inputs
+        ints = [n for n, d in inputs.items() if d["dtype"].startswith(("i", "u"))]
+        self.int_inputs = ints
+        first = inputs[ints[0]] if ints else None
+        self.seq = (first["shape"][1] if len(first["shape"]) > 1 else 1) if first else 1
+        self.high = min((inputs[n]["high"] for n in ints), default=2)
+
+    def local(self, step: int, name: str, microbatch: int, num_microbatches: int,
+              splits: list[tuple[int, int, int]]) -> torch.Tensor:
+        """What a rank reads of input `name` for one microbatch of a step."""
+        rows = local_rows(self.batch, microbatch, num_microbatches, splits)
+        return _cut(self.rows(step, rows)[name], splits)
 
     def global_batch(self, step: int) -> dict[str, torch.Tensor]:
-        int_inputs = [n for n, d in self.inputs.items() if d["dtype"].startswith(("i", "u"))]
+        """Every row of a step (what the single-process reference and tests look at)."""
+        return self.rows(step, list(range(self.batch)))
+
+    def rows(self, step: int, rows: list[int]) -> dict[str, torch.Tensor]:
+        if self._last is not None and self._last[:2] == (step, tuple(rows)):
+            return self._last[2]
+        out = self._make(step, rows)
+        self._last = (step, tuple(rows), out)
+        return out
+
+    def _make(self, step: int, rows: list[int]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        if int_inputs:
-            first = self.inputs[int_inputs[0]]
-            seq = first["shape"][1] if len(first["shape"]) > 1 else 1
-            high = min(d["high"] for n, d in self.inputs.items() if n in int_inputs)
-            x = self._sequences(step, seq + 1, high)
-            for name in int_inputs:
+        if self.int_inputs:
+            x = self._sequences(step, rows, self.seq + 1)
+            for name in self.int_inputs:
                 if len(self.inputs[name]["shape"]) == 1:  # one label per sample
                     out[name] = torch.from_numpy(x[:, -1].copy())
                     continue
                 # `= next(tokens)`: the same sequences one position on; others unshifted
                 shifted = self.inputs[name].get("next_of") is not None
                 out[name] = torch.from_numpy((x[:, 1:] if shifted else x[:, :-1]).copy())
-        gen = torch.Generator().manual_seed(self.seed * 7919 + step)
         for name, d in self.inputs.items():
             if name not in out:
-                out[name] = torch.randn([self.batch] + list(d["shape"][1:]), generator=gen)
+                parts = []
+                for row in rows:
+                    gen = torch.Generator().manual_seed(self.seed * 7919 + step * 65537 + row)
+                    parts.append(torch.randn(list(d["shape"][1:]), generator=gen))
+                out[name] = torch.stack(parts) if parts else torch.empty(0)
         return out
 
-    def _sequences(self, step: int, length: int, vocab: int) -> np.ndarray:
+    def _sequences(self, step: int, rows: list[int], length: int) -> np.ndarray:
         if self.tokens is None:
-            return synthetic_sequences(self.seed, step, self.batch, length, vocab)
-        rng = np.random.default_rng([self.seed, step])
-        starts = rng.integers(0, len(self.tokens) - length, self.batch)
+            return synthetic_sequences(self.seed, step, rows, length, self.high)
+        last = len(self.tokens) - length
+        starts = [int(_row_rng(self.seed, step, row).integers(0, last)) for row in rows]
         return np.stack([self.tokens[s:s + length].astype(np.int64) for s in starts])
-
-
-def local_slice(tensor: torch.Tensor, microbatch: int, num_microbatches: int,
-                splits: list[tuple[int, int, int]]) -> torch.Tensor:
-    """Microbatch `microbatch` of a global batch, cut to this rank's shard."""
-    out = tensor.chunk(num_microbatches, dim=0)[microbatch]
-    for dim, ways, index in splits:
-        out = out.chunk(ways, dim=dim)[index]
-    return out.contiguous()

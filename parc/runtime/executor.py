@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
-from .data import local_slice
+from . import functional
 from .split_backward import Split, backward_input, backward_weight
 
 TAG = 0  # NCCL ignores tags: messages match by order alone, here too
@@ -159,10 +159,11 @@ class Executor:
         return out
 
     # ---- the step
-    def run(self, batch: dict[str, torch.Tensor], data_splits: dict,
-            trace: bool = False, sync=None) -> StepResult:
-        """One step. `sync` is told before and after each action (it overlaps the gradient
-        all-reduce with the last backward passes)."""
+    def run(self, data, step: int, data_splits: dict, trace: bool = False,
+            sync=None) -> StepResult:
+        """One step: `data` gives each microbatch's inputs (this rank's rows only). `sync` is
+        told before and after each action (it overlaps the gradient all-reduce with the last
+        backward passes)."""
         result = StepResult()
         origin = time.perf_counter()
         pending: dict[tuple[int, int], Pending] = {}
@@ -177,6 +178,7 @@ class Executor:
             op, stage, mb = what
             module = self.modules[stage]
             info = self.stages[stage]
+            functional.at(step, mb)  # dropout's masks follow the step and microbatch
             if sync is not None:
                 sync.before(what)
             began = time.perf_counter()
@@ -189,9 +191,9 @@ class Executor:
                 else:
                     inputs = inbox.pop(("act", prev, stage, mb))
                 inputs = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
-                data = [local_slice(batch[name], mb, m, data_splits[name]).to(self.device)
+                read = [data.local(step, name, mb, m, data_splits[name]).to(self.device)
                         for name in info["data_inputs"]]
-                outputs = self._forward(module, stage, inputs + data)
+                outputs = self._forward(module, stage, inputs + read)
                 pending[(stage, mb)] = Pending(inputs, outputs)
                 nxt = self._next(stage, mb)
                 if nxt is None:

@@ -30,3 +30,61 @@ def rope(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
     x1, x2 = x.float()[..., : dim // 2], x.float()[..., dim // 2:]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out.to(x.dtype)
+
+
+# ---- dropout: masks that are a function of each element's place, not of an RNG's state
+
+_AT = {"step": 0, "microbatch": 0, "training": True}
+
+
+def at(step: int, microbatch: int, training: bool = True) -> None:
+    """What the executor is running: dropout's masks follow (step, microbatch) alone, so a
+    recomputed forward and the single-process reference draw the same ones."""
+    _AT.update(step=step, microbatch=microbatch, training=training)
+
+
+def _signed(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finalizer on int64 (products wrap; shifts made logical by masking)."""
+    z = (z ^ ((z >> 30) & 0x3FFFFFFFF)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ ((z >> 27) & 0x1FFFFFFFFF)) * _signed(0x94D049BB133111EB)
+    return z ^ ((z >> 31) & 0x1FFFFFFFF)
+
+
+def dropout(x: torch.Tensor, p: float, key: int = 0, seed: int = 0, shape=None,
+            splits=()) -> torch.Tensor:
+    """Zero each element with probability p (in training), scale the rest by 1 / (1 - p).
+
+    Whether an element is kept is a hash of (seed, the op's key, step, microbatch) and the
+    element's index in the whole tensor `shape` (this rank's slice starts where `splits`,
+    (dim, process group) outer axis first, say): ranks that hold the same elements (a
+    replicated tensor) draw the same mask, ranks with other elements (data-parallel rows,
+    tensor-parallel columns) other masks, and the single-process program the same masks as
+    the parallel one, element for element."""
+    if p == 0.0 or not _AT["training"]:
+        return x
+    full = list(shape) if shape is not None else list(x.shape)
+    offsets = [0] * len(full)
+    sizes = list(full)
+    for dim, group in splits:
+        ways = 1 if group is None else torch.distributed.get_world_size(group)
+        rank = 0 if group is None else torch.distributed.get_rank(group)
+        sizes[dim] //= ways
+        offsets[dim] += rank * sizes[dim]
+    index = torch.zeros((), dtype=torch.int64, device=x.device)
+    stride = 1
+    for dim in reversed(range(x.dim())):
+        positions = torch.arange(x.shape[dim], dtype=torch.int64, device=x.device)
+        view = [1] * x.dim()
+        view[dim] = x.shape[dim]
+        index = index + ((positions + offsets[dim]) * stride).view(view)
+        stride *= full[dim]
+    salt = _signed(((seed * 1_000_003 + key) * 1_000_033 + _AT["step"]) * 65_537
+                   + _AT["microbatch"])
+    z = _mix(index * _signed(0x9E3779B97F4A7C15) + salt)
+    uniform = ((z >> 40) & 0xFFFFFF).to(torch.float32) / float(1 << 24)
+    return x * (uniform >= p).to(x.dtype) / (1.0 - p)

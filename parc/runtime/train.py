@@ -133,8 +133,7 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if traced and program.mesh is not None:
             dist.barrier()  # every rank starts the traced step together
             start = time.perf_counter()
-        result = executor.run(data.global_batch(step), program.data_splits, trace=traced,
-                              sync=sync)
+        result = executor.run(data, step, program.data_splits, trace=traced, sync=sync)
         sync.finish()
         totals = reduce_step(program, result.losses, train.get("grad_clip"))
         loss = totals.loss

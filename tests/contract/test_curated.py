@@ -4,6 +4,7 @@ parameter; and a 20-step run follows the reference's loss curve.
 
 All programs of a test run in one 4-process torchrun launch."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,34 @@ def test_plans_one_step_away_match_the_reference(tmp_path: Path):
         except AssertionError as exc:
             failures.append(f"{name}: {str(exc)[:600]}")
     assert not failures, "\n".join(failures)
+
+
+def _with_dropout(text: str, block: str) -> str:
+    """The example with dropout 0.1 on the embedding (GPT) and every residual branch."""
+    text = text.replace("x, wte = embed(tokens, vocab, d)", "x, wte = embed(tokens, vocab, d, 0.1)")
+    return re.sub(rf"x = {block}\(x, ([^)]*)\)", rf"x = {block}(x, \1, 0.1)", text)
+
+
+def test_dropout_draws_the_reference_masks(tmp_path: Path):
+    """Masks are a function of each element's place in the whole tensor: replicated ranks
+    draw the same, data- and tensor-parallel slices their own, a recomputed forward the one
+    it had, and the single-process reference the same masks element for element."""
+    plans = {
+        "drop_1f1b_pp4": ("gpt_tiny.par", "block", dict(mesh="pp = 4")),
+        "drop_dp2_pp2": ("gpt_tiny.par", "block", dict(mesh="pp = 2, dp = 2",
+                                                      sbp="    tokens, targets: S(0)@dp")),
+        "drop_tp2_pp2": ("gpt_tiny.par", "block", dict(mesh="pp = 2, tp = 2", sbp=GPT_TP)),
+        "drop_llama_tp2_pp2_zb": ("llama_tiny.par", "llama_block",
+                                  dict(mesh="pp = 2, tp = 2", sbp=LLAMA_TP, schedule="zb_h1")),
+        "drop_recompute_dp2_pp2": ("gpt_tiny.par", "block", dict(
+            mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp", extra="  recompute all\n")),
+    }
+    compiled = {}
+    for name, (example, block, kw) in plans.items():
+        compiled[name] = compile_pair(_with_dropout(variant(example, **kw), block), name,
+                                      tmp_path)
+        stages = "".join(p.read_text() for p in compiled[name][0].glob("stage_*.py"))
+        assert stages.count("dropout(") >= 4
+    launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=2)
+    for name, (_, ref) in compiled.items():
+        compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump", steps=2)

@@ -8,7 +8,7 @@ from parc.ops.catalog import CATALOG
 from parc.ops.dims import Dim
 from parc.ops.lowering import TORCH_DTYPES, torch_lowering
 from parc.ops.types import TensorT
-from parc.runtime.functional import causal_attention, causal_softmax, rope
+from parc.runtime.functional import causal_attention, causal_softmax, dropout, rope
 
 CASES = {
     "matmul": ([(2, 5, 8), (8, 3)], {}),
@@ -26,6 +26,7 @@ CASES = {
     "causal_attention": ([(2, 4, 5, 8), (2, 2, 5, 8), (2, 2, 5, 8)], {}),
     "cross_entropy": ([(2, 5, 11), ("i64", 2, 5)], {}),
     "sum": ([(3, 4)], {}), "mean": ([(3, 4)], {}),
+    "dropout": ([(3, 4)], {"p": 0.25}),
 }
 
 
@@ -52,7 +53,7 @@ def test_lowering_matches_shape_rule(kind):
     names = [f"a{i}" for i in range(len(tensors))]
     code = torch_lowering(kind, names, types, attrs)
     env = {"torch": torch, "F": F, "causal_attention": causal_attention,
-           "causal_softmax": causal_softmax, "rope": rope}
+           "causal_softmax": causal_softmax, "dropout": dropout, "rope": rope}
     env.update(zip(names, tensors))
     result = eval(code, env)  # noqa: S307 - evaluating our own lowering
     results = list(result) if isinstance(result, tuple) else [result]

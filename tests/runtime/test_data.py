@@ -59,3 +59,26 @@ def test_token_range_is_found_through_communication():
     assert any(op.kind == "slice" and op.inputs == ("nexts",) for op in plan.graph.ops)
     inputs = program_json(plan, [])["inputs"]
     assert inputs["nexts"]["high"] == inputs["ids"]["high"] == 32
+
+
+def test_a_rank_reads_only_its_rows_and_they_are_the_references(monkeypatch):
+    """dp = 2 and 2 microbatches of a batch of 8: rank 1 of microbatch 1 makes rows 6 and 7
+    alone, and they equal rows 6 and 7 of the whole batch the reference makes."""
+    from parc.runtime import data as data_module
+
+    inputs = {"ids": {"dtype": "i64", "shape": [8, 5], "high": 32, "next_of": None,
+                      "splits": [("dp", 0)]},
+              "nexts": {"dtype": "i64", "shape": [8, 5], "high": 32, "next_of": "ids",
+                        "splits": [("dp", 0)]}}
+    made = []
+    real = data_module.synthetic_sequences
+    monkeypatch.setattr(data_module, "synthetic_sequences",
+                        lambda seed, step, rows, *a: made.append(list(rows)) or
+                        real(seed, step, rows, *a))
+    data = Data("synthetic", 3, inputs, 8)
+    mine = data.local(5, "ids", 1, 2, [(0, 2, 1)])
+    assert made == [[6, 7]]
+    whole = Data("synthetic", 3, inputs, 8).global_batch(5)
+    assert torch.equal(mine, whole["ids"][6:8])
+    assert torch.equal(data.local(5, "nexts", 1, 2, [(0, 2, 1)]), whole["nexts"][6:8])
+    assert made == [[6, 7], list(range(8))]  # the second input came from the same rows

@@ -7,6 +7,7 @@ inputs it reads, and one line of torch per op, with the communication written ou
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 
 from ...ops.catalog import CATALOG
@@ -199,7 +200,8 @@ class Emitter:
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
         code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention",
-                                          "causal_softmax", "rope", "checkpoint", "kernels")
+                                          "causal_softmax", "dropout", "rope", "checkpoint",
+                                          "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
     def fused_kernel(self, k: int, ops: list[Op]) -> FusedKernel:
@@ -260,6 +262,8 @@ class Emitter:
         if op.kind == "reshape":
             attrs["shape_local"] = self.local_shape(op.outputs[0])
         expr = None
+        if op.kind == "dropout":
+            return f"{outs} = {self.dropout(op, args[0], attrs)}{comment}"
         vocab = self.vocab_groups(op)
         if vocab and op.kind == "embedding":
             expr = f"C.vocab_parallel_embedding({args[0]}, {args[1]}, {vocab})"
@@ -273,6 +277,17 @@ class Emitter:
         if factor != 1:
             expr = f"({expr}) / {factor}"
         return f"{outs} = {expr}{comment}"
+
+    def dropout(self, op: Op, x: str, attrs: dict) -> str:
+        """Dropout with this rank's place in the whole tensor, so its mask is the slice of the
+        mask the single-process program draws (parc.runtime.functional.dropout)."""
+        value = self.graph.values[op.inputs[0]]
+        shape = [d.subs({"batch": self.batch}).as_int() for d in value.type.shape]
+        splits = ", ".join(f'({dim}, self.groups["{axis}"])' for axis, dim in self.splits(
+            op.inputs[0]))
+        key = zlib.crc32(f"{op.scope}:{op.outputs[0]}".encode())
+        return (f"dropout({x}, p={attrs['p']!r}, key={key}, seed={self.plan.spec.train.seed}, "
+                f"shape={tuple(shape)}, splits=[{splits}])")
 
     def vocab_groups(self, op: Op) -> str | None:
         """The process groups (outermost axis first) an embedding table's rows or the logits'

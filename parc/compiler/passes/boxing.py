@@ -119,7 +119,8 @@ def _forward(graph: Graph, builder: _Builder) -> list[Op]:
 # Replicated ops that are linear in their operand: a partial gradient passes through them
 # unchanged, so the all-reduce is deferred to their operand and merges with its other uses.
 # (Communication on another axis is linear on this one too.)
-TRANSPARENT = {"transpose", "reshape", "split_heads", "merge_heads", "split", "scale"}
+TRANSPARENT = {"transpose", "reshape", "split_heads", "merge_heads", "split", "scale",
+               "dropout"}
 
 
 def _linear_on(op: Op, axis: str) -> bool:
