@@ -140,7 +140,9 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
 
         def show(record: dict) -> None:
             progress.update(task, completed=record["step"] + 1,
-                            info=f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s")
+                            info=f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s"
+                            + (f"  eval {record['eval_loss']:.4f}" if "eval_loss" in record
+                               else ""))
         extra = []
         if trace is not None:
             trace = Path(trace).resolve()

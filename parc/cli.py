@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from . import api
 from .dsl.diagnostics import ParcError
 
 COMMANDS = ("check", "ir", "plan", "schedule", "compile", "run", "tune", "calibrate",
-            "report", "export")
+            "report", "export", "eval", "sample")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,8 +97,51 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="a checkpoint's parameters as one torch state dict")
     export.add_argument("checkpoint", metavar="DIR",
                         help="a checkpoint directory (or the `to` directory: its latest)")
-    export.add_argument("-o", "--out", required=True, metavar="FILE.pt")
+    export.add_argument("-o", "--out", required=True, metavar="FILE.pt",
+                        help="the state dict, or with --hf a new directory")
+    export.add_argument("--hf", action="store_true",
+                        help="a Hugging Face model directory (safetensors and config.json) "
+                        "that transformers loads: GPT-2's or LLaMA's layout")
+    evaluate = sub.add_parser("eval", help="loss and perplexity of a checkpoint on tokens")
+    evaluate.add_argument("file", metavar="FILE", help="the spec the checkpoint trained")
+    evaluate.add_argument("--checkpoint", required=True, metavar="DIR",
+                          help="a checkpoint directory (or the `to` directory: its latest)")
+    evaluate.add_argument("--data", default=None, metavar="FILE.bin",
+                          help="a token file (default: the spec's eval data or held-out tenth)")
+    evaluate.add_argument("--batches", type=int, default=None, metavar="K",
+                          help="batches of the train block's size (default: eval_batches)")
+    sample = sub.add_parser("sample", help="text from a checkpoint of a language model")
+    sample.add_argument("checkpoint", metavar="DIR",
+                        help="a checkpoint directory (or the `to` directory: its latest)")
+    sample.add_argument("--prompt", default="", help="the text to continue")
+    sample.add_argument("--tokens", type=int, default=100, help="how many tokens to add")
+    sample.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    sample.add_argument("--top-k", type=int, default=None, metavar="K")
+    sample.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _cmd_eval(args) -> int:
+    from .inference import Loaded, evaluate
+
+    if args.batches is not None and args.batches < 1:
+        print("parc eval: --batches must be at least 1", file=sys.stderr)
+        return 1
+    loss = evaluate(Loaded(args.checkpoint, args.file), args.data, args.batches)
+    print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 700.0)):.2f}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    from .inference import Loaded, sample
+
+    if args.tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+        print("parc sample: --tokens and --top-k must be at least 1, --temperature at least 0",
+              file=sys.stderr)
+        return 1
+    print(sample(Loaded(args.checkpoint), args.prompt, args.tokens, args.temperature,
+                 args.top_k, args.seed))
+    return 0
 
 
 def _cmd_export(args) -> int:
@@ -105,6 +149,16 @@ def _cmd_export(args) -> int:
 
     from .runtime.checkpoint import export
 
+    if args.hf:
+        from .runtime.hf_export import ExportError, export_checkpoint
+
+        try:
+            out = export_checkpoint(args.checkpoint, args.out)
+        except (ExportError, FileNotFoundError, OSError) as exc:
+            print(f"parc export: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote a Hugging Face model to {out} (from_pretrained loads it)")
+        return 0
     try:
         state = export(args.checkpoint)
     except (FileNotFoundError, OSError) as exc:
@@ -273,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"check": _cmd_check, "ir": _cmd_ir, "plan": _cmd_plan,
                     "schedule": _cmd_schedule, "compile": _cmd_compile, "run": _cmd_run,
                     "tune": _cmd_tune, "calibrate": _cmd_calibrate, "report": _cmd_report,
-                    "export": _cmd_export}
+                    "export": _cmd_export, "eval": _cmd_eval, "sample": _cmd_sample}
         return commands[args.command](args)
     except ParcError as exc:
         print(exc.render(), file=sys.stderr)

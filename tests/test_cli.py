@@ -6,7 +6,7 @@ from parc.cli import COMMANDS, main
 
 def test_cli_surface_grows_only_on_purpose():
     assert COMMANDS == ("check", "ir", "plan", "schedule", "compile", "run", "tune",
-                        "calibrate", "report", "export")
+                        "calibrate", "report", "export", "eval", "sample")
 
 
 def test_check_ok_and_summary(in_root, capsys):

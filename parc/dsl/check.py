@@ -161,6 +161,13 @@ def _check_train_files(train, node, model, program, err):
     if train.checkpoint_dir is not None:
         directory = (_spec_dir(program) / train.checkpoint_dir).resolve()
         train = replace(train, checkpoint_dir=str(directory))
+    if train.eval_data is not None and train.eval_data.kind == "tokens":
+        path = (_spec_dir(program) / train.eval_data.path).resolve()
+        if not path.is_file():
+            err("E380", f"the eval data file `{train.eval_data.path}` does not exist",
+                _setting_span(node, "eval_data"))
+        else:
+            train = replace(train, eval_data=replace(train.eval_data, path=str(path)))
     return train
 
 

@@ -140,6 +140,9 @@ class TrainSpec:
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None  # as written; resolved next to the spec by the checker
     lr_schedule: LrSchedule = LrSchedule()
+    eval_every: int | None = None  # evaluate every N steps on held-out data
+    eval_batches: int = 4
+    eval_data: DataSpec | None = None  # None: the last tenth of the token file (held out)
     # parameters without weight decay: glob patterns, or None for the usual ones (norm
     # weights, biases and embedding tables)
     no_decay: tuple[str, ...] | None = None

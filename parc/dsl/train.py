@@ -140,6 +140,9 @@ SCHEMA = {
     "init": lambda values, span, err, key: _init_file(values, span, err),
     "lr_schedule": _lr_schedule,
     "no_decay": _no_decay,
+    "eval_every": positive_int,
+    "eval_batches": positive_int,
+    "eval_data": _data,
 }
 
 

@@ -48,8 +48,11 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.Optimizer) -> None:
-    """Write checkpoint `step` (the number of steps done) from every rank."""
+def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.Optimizer,
+         about: dict | None = None) -> None:
+    """Write checkpoint `step` (the number of steps done) from every rank. `about` (the
+    model's name, hyperparameters and spec) goes into the metadata, for `parc export --hf`
+    and `parc sample`."""
     directory = Path(directory)
     final = directory / f"step_{step}"
     tmp = directory / f"step_{step}.tmp"
@@ -89,7 +92,7 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
                         entry["cuts"].append(cut)
         kinds = sorted({key.split("/", 1)[0] for key in state} & set(KINDS), key=KINDS.index)
         meta = {"step": step, "adam_step": max(s for _, s in gathered), "params": merged,
-                "kinds": kinds, "ranks": len(gathered)}
+                "kinds": kinds, "ranks": len(gathered), "about": about or {}}
         (tmp / "parc_meta.json").write_text(json.dumps(meta))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -59,12 +59,16 @@ class Data:
     """Batches for the model's inputs, described as name -> (dtype, shape, high, next_of)."""
 
     def __init__(self, kind: str, seed: int, inputs: dict, batch: int, path: str | None = None,
-                 file_dtype: str = "u16"):
+                 file_dtype: str = "u16", part: str = "all"):
+        """`part` of a token file: all of it, the first nine tenths (train, when the last
+        tenth is held out for evaluation) or that last tenth (heldout)."""
         self.kind, self.seed, self.inputs, self.batch = kind, seed, inputs, batch
         self.tokens = None
         if kind == "tokens":
             dtype = {"u16": np.uint16, "i32": np.int32, "i64": np.int64}[file_dtype]
-            self.tokens = np.memmap(path, dtype=dtype, mode="r")
+            tokens = np.memmap(path, dtype=dtype, mode="r")
+            cut = len(tokens) * 9 // 10
+            self.tokens = {"all": tokens, "train": tokens[:cut], "heldout": tokens[cut:]}[part]
         self._last: tuple | None = None  # (step, rows, batch): stages read several inputs
         ints = [n for n, d in inputs.items() if d["dtype"].startswith(("i", "u"))]
         self.int_inputs = ints

@@ -63,10 +63,12 @@ class Executor:
         self.stages = {s["index"]: s for s in program["stages"]}
         self.num_microbatches = program["train"]["microbatches"]
         self.pp = self.mesh.coords.get("pp", 0) if self.mesh is not None else 0
+        stages = range(len(self.stage_rank))
+        self.full_paths = [list(stages) for _ in range(self.num_microbatches)]
         if self.mesh is not None:  # ("post", [[op, kind, src, dst, mb], ...]) or ("run", action)
-            self.steps = [("run", tuple(st["run"])) if "run" in st else
-                          ("post", [tuple(p) for p in st["post"]])
-                          for st in sched["posting"][self.pp]]
+            self.steps = self._read(sched["posting"][self.pp])
+            self.eval_steps = self._read(sched["eval_posting"][self.pp]) \
+                if "eval_posting" in sched else []
         else:  # one process runs every stage: each microbatch down its path and back
             self.steps = []
             for mb, path in enumerate(self.paths):
@@ -74,6 +76,8 @@ class Executor:
                 for s in reversed(path):
                     self.steps += [("run", ("B", s, mb))] + (
                         [("run", ("W", s, mb))] if self.split else [])
+            self.eval_steps = [("run", ("F", s, mb)) for mb in range(self.num_microbatches)
+                               for s in stages]
         self.buffers: dict[tuple, list[torch.Tensor]] = {}
         # `recompute all`: keep only each stage's inputs and run its forward again in backward
         self.recompute = "all" in program.get("recompute", [])
@@ -84,6 +88,11 @@ class Executor:
         # `precision bf16`: bf16 compute under autocast; parameters and optimizer state stay
         # f32, the tensors sent between stages are bf16
         self.bf16 = program["train"].get("precision") == "bf16"
+
+    @staticmethod
+    def _read(posting: list[dict]) -> list[tuple]:
+        return [("run", tuple(st["run"])) if "run" in st else
+                ("post", [tuple(p) for p in st["post"]]) for st in posting]
 
     # ---- neighbours
     def _next(self, stage: int, mb: int) -> int | None:
@@ -150,6 +159,17 @@ class Executor:
         return [t.to(dtype) if t.is_floating_point() else t
                 for t, dtype in zip(outputs, sent + [torch.float32] * (len(outputs) - len(sent)))]
 
+    def evaluate(self, data, batch_index: int, data_splits: dict) -> list[torch.Tensor]:
+        """The losses of one batch through every stage, forward only, no dropout: the eval
+        posting order (plan.json `eval_posting`), full paths even under a skip schedule."""
+        train_paths, train_steps = self.paths, self.steps
+        self.paths, self.steps = self.full_paths, self.eval_steps
+        try:
+            with torch.no_grad():
+                return self.run(data, batch_index, data_splits, training=False).losses
+        finally:
+            self.paths, self.steps = train_paths, train_steps
+
     def last_passes(self) -> dict[int, tuple]:
         """Stage -> the last action of a step that changes its gradients on this rank."""
         out = {}
@@ -160,7 +180,7 @@ class Executor:
 
     # ---- the step
     def run(self, data, step: int, data_splits: dict, trace: bool = False,
-            sync=None) -> StepResult:
+            sync=None, training: bool = True) -> StepResult:
         """One step: `data` gives each microbatch's inputs (this rank's rows only). `sync` is
         told before and after each action (it overlaps the gradient all-reduce with the last
         backward passes)."""
@@ -178,7 +198,7 @@ class Executor:
             op, stage, mb = what
             module = self.modules[stage]
             info = self.stages[stage]
-            functional.at(step, mb)  # dropout's masks follow the step and microbatch
+            functional.at(step, mb, training)  # dropout's masks follow step and microbatch
             if sync is not None:
                 sync.before(what)
             began = time.perf_counter()
@@ -194,7 +214,8 @@ class Executor:
                 read = [data.local(step, name, mb, m, data_splits[name]).to(self.device)
                         for name in info["data_inputs"]]
                 outputs = self._forward(module, stage, inputs + read)
-                pending[(stage, mb)] = Pending(inputs, outputs)
+                if training:
+                    pending[(stage, mb)] = Pending(inputs, outputs)
                 nxt = self._next(stage, mb)
                 if nxt is None:
                     result.losses.append(outputs[-1].detach())

@@ -86,3 +86,17 @@ def reduce_step(program, losses: list[torch.Tensor], clip: float | None) -> Step
     figures = totals.tolist()  # the one host sync of the step
     return StepTotals(loss=figures[0], grad_norm=figures[1] ** 0.5,
                       peak_bytes=[int(b) for b in figures[2:]])
+
+
+def reduce_loss(program, losses: list[torch.Tensor]) -> float:
+    """The loss alone (an evaluation pass), reduced as `reduce_step` reduces it."""
+    mesh = program.mesh
+    total = torch.zeros((), dtype=torch.float64, device=program.device)
+    partial = set(program.spec.get("loss_partial", []))
+    if losses and (mesh is None or all(mesh.coords[a] == 0 for a, _ in mesh.axes
+                                       if a != "pp" and a not in partial)):
+        total += (torch.stack(losses).sum() / program.spec["train"]["microbatches"]).to(
+            torch.float64)
+    if mesh is not None:
+        dist.all_reduce(total)
+    return float(total)

@@ -20,7 +20,7 @@ from .executor import Executor
 from .mesh import Mesh, build_mesh, init_distributed, steady_timeouts
 from .params import init_full, shard
 from .programs import sibling
-from .step_totals import reduce_step
+from .step_totals import reduce_loss, reduce_step
 from .sync import GROUPS, GradientSync
 from .tensorboard import Board
 from .weights import fit, load_weights
@@ -111,8 +111,10 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
     step into that directory, or after each of `dump_steps` into its `step<k>` there."""
     spec = program.spec
     train = spec["train"]
+    evaluation = train.get("eval")
     data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
-                train["data"].get("path"), train["data"].get("dtype", "u16"))
+                train["data"].get("path"), train["data"].get("dtype", "u16"),
+                "train" if evaluation and evaluation["holdout"] else "all")
     executor = Executor(spec, program.modules, program.mesh, program.device)
     sync = GradientSync(program, executor.last_passes())
     optimizer = optim.build(program)
@@ -148,7 +150,8 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if where is not None:
             _dump(program, where, loss, "params")
         if ckpt and (step + 1) % ckpt["every"] == 0:
-            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer)
+            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
+                            about=spec["about"])
         seconds = time.perf_counter() - start
         if step == first and program.mesh is not None:
             steady_timeouts(program.groups())
@@ -156,16 +159,40 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
             _write_trace(program, trace, result.events, step)
         losses.append(loss)
         tokens = train["batch"] * train["tokens_per_sample"]
+        if evaluation and (step + 1) % evaluation["every"] == 0:
+            record_eval = evaluate(program, executor, evaluation)
+        else:
+            record_eval = None
         record = {"step": step, "loss": loss, "lr": lr, "grad_norm": totals.grad_norm,
                   "step_s": seconds, "tokens_per_s": tokens / seconds,
                   "mfu": train.get("model_flops", 0.0) / (seconds * train.get("peak_flops", 1.0)),
                   "peak_mem_bytes": totals.peak_bytes}
+        if record_eval is not None:
+            record["eval_loss"] = record_eval
         if metrics is not None:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
         if on_step is not None:
             on_step(record)
     return losses
+
+
+def eval_data(program: Program, evaluation: dict) -> Data:
+    """The held-out batches: the eval file, the last tenth of the train file, or for
+    synthetic data another stream of the same language."""
+    source = evaluation["data"]
+    part = "heldout" if evaluation["holdout"] else "all"
+    seed = source["seed"] + (1_000_003 if source["kind"] == "synthetic" else 0)
+    return Data(source["kind"], seed, program.spec["inputs"], program.spec["train"]["batch"],
+                source.get("path"), source.get("dtype", "u16"), part)
+
+
+def evaluate(program: Program, executor: Executor, evaluation: dict) -> float:
+    """The mean loss over the eval batches (the same batches at every evaluation)."""
+    data = eval_data(program, evaluation)
+    losses = [reduce_loss(program, executor.evaluate(data, k, program.data_splits))
+              for k in range(evaluation["batches"])]
+    return sum(losses) / len(losses)
 
 
 def _write_trace(program: Program, directory: str, events: list, step: int) -> None:

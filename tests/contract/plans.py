@@ -64,8 +64,14 @@ def _words(rng: random.Random, count: int) -> list[str]:
     return rng.sample(WORDS, count)
 
 
+def _drop(rng: random.Random) -> str:
+    """Dropout on some models' residual branches (and the GPT's embedding)."""
+    return ", 0.1" if rng.random() < 0.3 else ""
+
+
 def _gpt(rng: random.Random, layers: int) -> _Model:
     heads = rng.choice([1, 2, 3, 4])
+    drop = _drop(rng)
     d = heads * rng.choice([4, 6, 8])
     vocab = rng.choice([48, 64, 80, 96, 97])
     seq = rng.choice([4, 6, 8])
@@ -74,9 +80,9 @@ def _gpt(rng: random.Random, layers: int) -> _Model:
 model gpt(vocab = {vocab}, d = {d}, heads = {heads}, layers = {layers}, seq = {seq}) {{
   input tokens:  i64[batch, seq]
   input targets: i64[batch, seq] = next(tokens)
-  x, wte = embed(tokens, vocab, d)
+  x, wte = embed(tokens, vocab, d{drop})
   for i in 0..layers {{
-    x = block(x, heads)
+    x = block(x, heads{drop})
   }}
   loss = lm_loss(x, wte, targets)
   output loss
@@ -104,6 +110,7 @@ model gpt(vocab = {vocab}, d = {d}, heads = {heads}, layers = {layers}, seq = {s
 
 def _llama(rng: random.Random, layers: int) -> _Model:
     kv = rng.choice([1, 2])
+    drop = _drop(rng)
     heads = kv * rng.choice([1, 2])
     hd = rng.choice([4, 8])
     d = heads * hd
@@ -118,7 +125,7 @@ model llama(vocab = {vocab}, d = {d}, heads = {heads}, kv_heads = {kv}, hidden =
   input targets: i64[batch, seq] = next(tokens)
   x = llama_embed(tokens, vocab, d)
   for i in 0..layers {{
-    x = llama_block(x, heads, kv_heads, hidden)
+    x = llama_block(x, heads, kv_heads, hidden{drop})
   }}
   loss = llama_loss(x, vocab, targets)
   output loss
@@ -216,7 +223,10 @@ def _defs(rng: random.Random, layers: int) -> _Model:
     lines.append(f"  return {lin}({a}, d) as {b if mix == 'plain' else o}")
     lines.append("}")
     lines.append(f"def {blk}(x: [bb, ss, d], heads, hidden) {{")
-    lines.append(f"  x = x + {att}({norm}(x) as {n1}, heads) as {att}")
+    if rng.random() < 0.3:
+        lines.append(f"  x = x + dropout({att}({norm}(x) as {n1}, heads) as {att}, 0.1)")
+    else:
+        lines.append(f"  x = x + {att}({norm}(x) as {n1}, heads) as {att}")
     lines.append("  x = reshape(x, [bb, ss, d])")
     lines.append(f"  return x + {ff}({norm}(x) as {n2}, hidden) as {ff}")
     lines.append("}")

@@ -19,6 +19,7 @@ from ...dsl.parallel import glob_regex
 from ...ops.comm import COMMS
 from ..plan import Plan
 from ..report import plan_json
+from ..schedules.forward import forward_only
 from ..schedules.posting import order_json
 from ..schedules.validate import runnable_order
 from ..summary import model_flops
@@ -52,6 +53,13 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
     decayed = weight_decayed(spec)
     return {
         "model": spec.model.name,
+        # what a checkpoint keeps of the spec: enough to export or sample from it alone
+        "about": {"model": spec.model.name,
+                  "hyper": {k: v for k, v in spec.model.hyper.items()
+                            if isinstance(v, int | float | bool)},
+                  "spec": spec.file if spec.file.startswith("<") else
+                  str(Path(spec.file).resolve()),
+                  "source": spec.sources.get(spec.file, ""), "data": spec.train.data.path},
         "mesh": [list(axis) for axis in (spec.parallel.mesh or (("pp", 1),))],
         "device": spec.parallel.hardware.device,
         "train": {"batch": train.batch, "microbatches": train.microbatches,
@@ -67,7 +75,12 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                   "peak_flops": spec.parallel.hardware.devices * (
                       spec.parallel.hardware.flops_bf16 if train.precision == "bf16"
                       else spec.parallel.hardware.flops_f32),
-                  "tokens_per_sample": _tokens_per_sample(plan)},
+                  "tokens_per_sample": _tokens_per_sample(plan),
+                  "eval": {"every": train.eval_every, "batches": train.eval_batches,
+                           "data": asdict(train.eval_data or train.data),
+                           # the last tenth of the train file is held out when none is given
+                           "holdout": train.eval_data is None and train.data.kind == "tokens"}
+                  if train.eval_every else None},
         "inputs": inputs,
         "stages": [{"index": s.index, "rank": s.rank, "module": f"stage_{s.index}",
                     "class": s.class_name, "layers": s.layers, "live_in": s.live_in,
@@ -88,7 +101,9 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                      "split_backward": sched.split_backward,
                      "ranks": [[[a.op, a.stage, a.mb] for a in rank] for rank in sched.ranks],
                      # what each rank posts and runs, in order (validated under NCCL's rules)
-                     "posting": order_json(runnable_order(sched))},
+                     "posting": order_json(runnable_order(sched)),
+                     # evaluation: every microbatch through every stage, forward only
+                     "eval_posting": order_json(runnable_order(forward_only(sched)))},
     }
 
 
