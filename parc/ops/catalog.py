@@ -311,7 +311,9 @@ CATALOG: dict[str, OpSpec] = {
         _op("causal_attention", ["q", "k", "v"], _causal_attention,
             "softmax(q k^T / sqrt(hd) + causal mask) v; k/v may have fewer heads (GQA)"),
         _op("cross_entropy", ["logits", "targets"], _cross_entropy,
-            "mean cross-entropy of logits [..., vocab] against integer targets [...]"),
+            "mean cross-entropy of logits [..., vocab] against integer targets [...]; targets "
+            "equal to ignore_index (a padding id; -1: none) count for nothing, the mean is over "
+            "the others", ignore_index=-1),
         _op("sum", ["x"], _reduce, "sum of all elements"),
         _op("mean", ["x"], _reduce, "mean of all elements"),
     ]
@@ -321,4 +323,5 @@ CATALOG: dict[str, OpSpec] = {
 ATTR_KINDS = {
     "factor": float, "eps": float, "theta": float, "dim": int, "dim0": int, "dim1": int,
     "heads": int, "parts": int, "shape": list, "causal": bool, "p": float,
+    "ignore_index": int,
 }

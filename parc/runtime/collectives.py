@@ -209,7 +209,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     gradient (softmax minus one-hot) needs no communication."""
 
     @staticmethod
-    def forward(ctx, logits, targets, groups):
+    def forward(ctx, logits, targets, groups, ignore_index, count):
         x = logits.float().flatten(0, -2)
         t = targets.flatten()
         rows, width = x.shape
@@ -220,22 +220,28 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         hit = (local >= 0) & (local < width)
         picked = x.gather(1, local.clamp(0, width - 1).unsqueeze(-1)).squeeze(-1)
         target = _all_reduce_over(torch.where(hit, picked, 0.0), groups)
-        ctx.save_for_backward(exp / total.unsqueeze(-1), local, hit)
-        ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        return (torch.log(total) + top - target).mean()
+        losses = torch.log(total) + top - target
+        # with ignore_index: the counted rows' sum over `count` of them (all ranks' rows)
+        keep = (t != ignore_index).to(losses.dtype) if ignore_index >= 0 else None
+        scale = 1.0 / (count if keep is not None else rows)
+        ctx.save_for_backward(exp / total.unsqueeze(-1), local, hit,
+                              keep if keep is not None else torch.ones_like(losses))
+        ctx.shape, ctx.dtype, ctx.scale = logits.shape, logits.dtype, scale
+        return (losses * keep).sum() * scale if keep is not None else losses.mean()
 
     @staticmethod
     def backward(ctx, grad):
-        probs, local, hit = ctx.saved_tensors
+        probs, local, hit, keep = ctx.saved_tensors
         rows, width = probs.shape
         onehot = torch.zeros_like(probs)
         onehot.scatter_(1, local.clamp(0, width - 1).unsqueeze(-1),
                         hit.to(probs.dtype).unsqueeze(-1))
-        dx = (probs - onehot) * (grad / rows)
-        return dx.view(ctx.shape).to(ctx.dtype), None, None
+        dx = (probs - onehot) * (keep.unsqueeze(-1) * (grad * ctx.scale))
+        return dx.view(ctx.shape).to(ctx.dtype), None, None, None, None
 
 
-def vocab_parallel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                                 groups: list) -> torch.Tensor:
-    """cross_entropy with logits S(-1) over `groups`: the whole mean loss on every rank (B)."""
-    return _VocabParallelCrossEntropy.apply(logits, targets, groups)
+def vocab_parallel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, groups: list,
+                                 ignore_index: int = -1, count: float = 1.0) -> torch.Tensor:
+    """cross_entropy with logits S(-1) over `groups`: the whole mean loss on every rank (B);
+    with ignore_index, the sum over the other targets over `count` of them."""
+    return _VocabParallelCrossEntropy.apply(logits, targets, groups, ignore_index, count)

@@ -178,6 +178,26 @@ class Executor:
                 out[what[1]] = what
         return out
 
+    def count_targets(self, data, step: int, data_splits: dict) -> None:
+        """For a cross-entropy with ignore_index: the counted targets of every microbatch of
+        the step, summed over the ranks that split the input (the whole microbatch's count,
+        whatever the loss's own layout)."""
+        counts = {}
+        reads = {n for s in self.modules for n in self.stages[s]["data_inputs"]}
+        for name, ignore in self.program.get("counted", {}).items():
+            if name not in reads:
+                continue
+            local = torch.tensor([float((data.local(step, name, mb, self.num_microbatches,
+                                                     data_splits[name]) != ignore).sum())
+                                  for mb in range(self.num_microbatches)],
+                                 dtype=torch.float64, device=self.device)
+            for axis, _dim in self.program["inputs"][name]["splits"]:
+                group = self.mesh.groups.get(axis) if self.mesh is not None else None
+                if group is not None:
+                    dist.all_reduce(local, group=group)
+            counts[name] = local.tolist()
+        functional.set_counted(counts)
+
     # ---- the step
     def run(self, data, step: int, data_splits: dict, trace: bool = False,
             sync=None, training: bool = True) -> StepResult:
@@ -191,6 +211,8 @@ class Executor:
         inbox: dict[tuple, list[torch.Tensor]] = {}  # received, not yet used
         outbox: dict[tuple, list[torch.Tensor]] = {}  # to send with the next group
         m = self.num_microbatches
+        if self.program.get("counted"):
+            self.count_targets(data, step, data_splits)
         for index, (kind, what) in enumerate(self.steps):
             if kind == "post":
                 self._post(index, what, outbox, inbox)

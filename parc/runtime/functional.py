@@ -88,3 +88,19 @@ def dropout(x: torch.Tensor, p: float, key: int = 0, seed: int = 0, shape=None,
     z = _mix(index * _signed(0x9E3779B97F4A7C15) + salt)
     uniform = ((z >> 40) & 0xFFFFFF).to(torch.float32) / float(1 << 24)
     return x * (uniform >= p).to(x.dtype) / (1.0 - p)
+
+
+# ---- targets a cross-entropy counts (ignore_index): how many, per microbatch
+
+_COUNTED: dict[str, list[float]] = {}
+
+
+def set_counted(counts: dict[str, list[float]]) -> None:
+    _COUNTED.clear()
+    _COUNTED.update(counts)
+
+
+def counted(name: str) -> float:
+    """How many targets of input `name` the current microbatch counts, over every rank that
+    holds a share of them (at least one)."""
+    return max(1.0, _COUNTED[name][_AT["microbatch"]])

@@ -184,3 +184,26 @@ def test_dropout_draws_the_reference_masks(tmp_path: Path):
     launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=2)
     for name, (_, ref) in compiled.items():
         compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump", steps=2)
+
+
+def test_ignored_targets_count_for_nothing_on_every_split(tmp_path: Path):
+    """cross_entropy(..., ignore_index = 3): the mean over the other targets of each
+    microbatch, whatever splits them (batch over dp, vocabulary over tp): each rank's sum over
+    the microbatch's count of counted targets on all ranks, as in one process."""
+    def masked(text: str) -> str:
+        return text.replace("loss = lm_loss(x, wte, targets)", "loss = lm_loss(x, wte, targets, 3)")
+    plans = {
+        "ignore_dp2_pp2": masked(variant("gpt_tiny.par", "pp = 2, dp = 2", "1f1b",
+                                         "    tokens, targets: S(0)@dp")),
+        "ignore_dp2_tp2_vocab": masked(variant("gpt_tiny.par", "dp = 2, tp = 2", "1f1b",
+                                               GPT_TP + GPT_VOCAB)),
+        "ignore_seq_split": masked(variant("gpt_tiny.par", "pp = 2, dp = 2", "gpipe",
+                                           "    tokens, targets: S(0)@dp")).replace(
+            "targets: S(0)@dp", "targets: S(1)@dp"),
+    }
+    compiled = {name: compile_pair(text, name, tmp_path) for name, text in plans.items()}
+    assert all("ignore_index=3" in "".join(p.read_text() for p in d.glob("stage_*.py"))
+               for d, _ in compiled.values())
+    launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=2)
+    for name, (_, ref) in compiled.items():
+        compare(tmp_path / name / "dump", ref, tmp_path / name / "refdump", steps=2)

@@ -82,3 +82,36 @@ def test_a_rank_reads_only_its_rows_and_they_are_the_references(monkeypatch):
     assert torch.equal(mine, whole["ids"][6:8])
     assert torch.equal(data.local(5, "nexts", 1, 2, [(0, 2, 1)]), whole["nexts"][6:8])
     assert made == [[6, 7], list(range(8))]  # the second input came from the same rows
+
+
+def test_ignored_targets_leave_the_mean_of_the_others(tmp_path):
+    """One process: the loss is the mean cross-entropy over the targets that are not the
+    padding id, per microbatch."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from parc.compiler.codegen.program import write_program
+    from parc.runtime.train import Program
+
+    text = SPEC.replace("NEXTS", "nexts: i64[batch, seq] = next(ids)").replace(
+        "lm_loss(x, wte, nexts)", "lm_loss(x, wte, nexts, 5)")
+    program = Program(write_program(make_plan(check_text(text, "ig.par")), tmp_path / "p",
+                                    "ig.par"), None)
+    from parc.runtime.executor import Executor
+
+    executor = Executor(program.spec, program.modules, None, torch.device("cpu"))
+    data = Data("synthetic", 0, program.spec["inputs"], 4)
+    (loss,) = executor.evaluate(data, 0, program.data_splits)
+    batch = data.global_batch(0)
+    captured = []
+    real = F.cross_entropy
+    F.cross_entropy = lambda logits, t, **kw: captured.append((logits, t)) or real(logits, t, **kw)
+    try:
+        executor.evaluate(data, 0, program.data_splits)
+    finally:
+        F.cross_entropy = real
+    logits, targets = captured[0]
+    keep = targets != 5
+    assert (~keep).any() and keep.any()
+    want = real(logits[keep], targets[keep])
+    torch.testing.assert_close(loss, want)
+    assert torch.equal(targets.view(4, 8), batch["nexts"])

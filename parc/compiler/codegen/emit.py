@@ -200,8 +200,8 @@ class Emitter:
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
         code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention",
-                                          "causal_softmax", "dropout", "rope", "checkpoint",
-                                          "kernels")
+                                          "causal_softmax", "counted", "dropout", "rope",
+                                          "checkpoint", "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
     def fused_kernel(self, k: int, ops: list[Op]) -> FusedKernel:
@@ -265,6 +265,17 @@ class Emitter:
         if op.kind == "dropout":
             return f"{outs} = {self.dropout(op, args[0], attrs)}{comment}"
         vocab = self.vocab_groups(op)
+        masked = op.kind == "cross_entropy" and attrs["ignore_index"] >= 0
+        if masked:
+            # a sum over this rank's counted targets over the microbatch's count of them, on
+            # every rank (runtime/functional.py): no division by the ways it is split
+            count = f'counted("{self.input_root(op.inputs[1])}")'
+            ignore = attrs["ignore_index"]
+            expr = (f"C.vocab_parallel_cross_entropy({args[0]}, {args[1]}, {vocab}, "
+                    f"ignore_index={ignore}, count={count})" if vocab else
+                    f"F.cross_entropy({args[0]}.flatten(0, -2).float(), {args[1]}.flatten(), "
+                    f"ignore_index={ignore}, reduction='sum') / {count}")
+            return f"{outs} = {expr}{comment}"
         if vocab and op.kind == "embedding":
             expr = f"C.vocab_parallel_embedding({args[0]}, {args[1]}, {vocab})"
         elif vocab:
@@ -288,6 +299,14 @@ class Emitter:
         key = zlib.crc32(f"{op.scope}:{op.outputs[0]}".encode())
         return (f"dropout({x}, p={attrs['p']!r}, key={key}, seed={self.plan.spec.train.seed}, "
                 f"shape={tuple(shape)}, splits=[{splits}])")
+
+    def input_root(self, name: str) -> str:
+        """The model input a value is, through communication (a sliced target)."""
+        producer = self.graph.producers()
+        while name in producer and producer[name].kind in COMMS:
+            name = producer[name].inputs[0]
+        assert name in self.graph.inputs, "ignore_index needs targets that are a model input"
+        return name
 
     def vocab_groups(self, op: Op) -> str | None:
         """The process groups (outermost axis first) an embedding table's rows or the logits'

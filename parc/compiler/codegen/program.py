@@ -92,6 +92,11 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
                                for p in s.params]}
                    for s in stages],
         "shared_params": plan.shared_params,
+        # targets a cross-entropy ignores a padding id of: input -> that id (the runtime counts
+        # the others per microbatch over every rank that holds a share of them)
+        "counted": {_root_input(g, op.inputs[1]): dict(op.attrs)["ignore_index"]
+                    for op in g.ops if op.kind == "cross_entropy"
+                    and dict(op.attrs).get("ignore_index", -1) >= 0},
         # the loss is a partial sum over these axes (each rank's share), whole over the others
         "loss_partial": [a for a, sbp in (loss.sbp.axes if loss.sbp else ()) if sbp.kind == "P"],
         "recompute": list(spec.parallel.recompute),
@@ -136,16 +141,20 @@ def _tokens_per_sample(plan: Plan) -> int:
     return first.shape[1].as_int() or 1
 
 
+def _root_input(g, name: str) -> str:
+    producer = g.producers()
+    while name in producer and producer[name].kind in COMMS:
+        name = producer[name].inputs[0]
+    return name
+
+
 def _input_ranges(plan: Plan) -> dict[str, int]:
     """The exclusive upper bound of each integer input: the rows of the table it indexes, or
     the classes of the loss it labels."""
     g = plan.graph
-    producer = g.producers()
 
     def root(name: str) -> str:  # the model input a value is, through communication
-        while name in producer and producer[name].kind in COMMS:
-            name = producer[name].inputs[0]
-        return name
+        return _root_input(g, name)
 
     out: dict[str, int] = {}
     for op in g.ops:
