@@ -133,6 +133,14 @@ def _spec_dir(program) -> Path:
     return Path() if program.main.file.startswith("<") else Path(program.main.file).parent
 
 
+def _is_file(path: Path) -> bool:
+    """Whether a path written in the spec names a file (a name too long is not one)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _setting_span(node: ast.Train, key: str):
     return next((s.span for s in node.settings if getattr(s, "key", None) == key), node.span)
 
@@ -145,7 +153,7 @@ def _check_train_files(train, node, model, program, err):
         train = _check_token_file(train, node, model, program, err)
     if train.init is not None:
         path = (_spec_dir(program) / train.init).resolve()
-        if not path.is_file():
+        if not _is_file(path):
             err("E383", f"the weights file `{train.init}` does not exist",
                 _setting_span(node, "init"))
         else:
@@ -165,13 +173,25 @@ def _check_token_file(train, node, model, program, err):
     span = _setting_span(node, "data")
     base = _spec_dir(program)
     path = (base / train.data.path).resolve()
-    if not path.is_file():
+    if not _is_file(path):
         err("E380", f"the data file `{train.data.path}` does not exist (looked in {base or '.'})",
             span, help="make one with examples/prepare_text.py")
         return train
     dtype = {"u16": np.uint16, "i32": np.int32, "i64": np.int64}[train.data.dtype]
     assert train.data.dtype in TOKEN_DTYPES
-    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0)
+    size = path.stat().st_size
+    width = np.dtype(dtype).itemsize
+    if size % width:
+        err("E384", f"`{train.data.path}` holds {size} bytes, not a whole number of "
+            f"{train.data.dtype} tokens ({width} bytes each)", span,
+            help="the file is cut short or written in another dtype: say `dtype = ...`")
+        return train
+    try:
+        tokens = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0)
+    except OSError as exc:
+        err("E380", f"cannot read the data file `{train.data.path}`: {exc.strerror or exc}",
+            span)
+        return train
     inputs = [i for i in model.inputs if i.type.is_int]
     seq = inputs[0].type.shape[1].as_int() if inputs and inputs[0].type.rank > 1 else 1
     if len(tokens) < (seq or 1) + 2:
