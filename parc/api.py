@@ -24,8 +24,8 @@ from .dsl.spec import Spec
 __all__ = ["__version__", "calibrate", "check", "chrome_trace", "comparison", "comparison_table",
            "compile_program", "console", "explain", "graph_to_json", "ir", "make_plan",
            "parse_overrides", "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables",
-           "report_run", "resolve_auto", "run", "schedule_json", "show_graph", "summary",
-           "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
+           "program_target", "report_run", "resolve_auto", "run", "schedule_json", "show_graph",
+           "summary", "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
            "tune_table", "winner_block", "write_atomic", "write_parallel_block"]
 
 
@@ -81,11 +81,21 @@ def resolve_auto(spec: Spec) -> Spec:
 
 def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None,
                     kernels: str | None = None) -> Path:
-    """Check, plan and write the program directory (whole, or not at all)."""
+    """Check, plan and write the program directory (whole, or not at all; only where no
+    other file would be lost: see program_target)."""
     from .compiler.codegen.program import write_program
 
+    program_target(out)
     spec = check(path, overrides)
     return write_program(plan_of(spec), out, spec.file, kernels)
+
+
+def program_target(out: str | Path) -> str:
+    """"new", "empty" or "program" (a parc program is replaced); raises ParcError where a
+    program may not be written (a file, another directory's files, the working directory)."""
+    from .compiler.codegen.target import target_state
+
+    return target_state(out)
 
 
 def tune_file(path: str | Path, devices: int | None = None, top: int = 5,

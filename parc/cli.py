@@ -175,8 +175,11 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_compile(args) -> int:
+    state = api.program_target(args.out)
     out = api.compile_program(args.file, args.out, api.parse_overrides(args.set), args.kernels)
-    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    how = {"new": "a new directory", "empty": "into the empty directory",
+           "program": "replacing the parc program there"}[state]
+    print(f"wrote {out} ({how}): " + ", ".join(sorted(p.name for p in out.iterdir())))
     print("launch: " + (out / "launch.txt").read_text().strip())
     return 0
 
