@@ -106,3 +106,12 @@ def test_schedule_timeline_svg_trace_and_compare(in_root, capsys, tmp_path):
     table = capsys.readouterr().out
     for family in ("gpipe", "1f1b", "interleaved", "zb_h1", "skip"):
         assert family in table
+
+
+def test_set_of_an_unknown_parameter_is_an_error(in_root, capsys):
+    assert main(["check", "--set", "foo=1", "--set", "dd=3", "examples/gpt_tiny.par"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E107]: `--set foo=...`: model `gpt` has no parameter `foo`" in err
+    assert "its parameters: vocab, d, heads, layers, seq" in err
+    assert "did you mean `d`?" in err
+    assert main(["check", "-q", "--set", "d=64", "examples/gpt_tiny.par"]) == 0

@@ -64,6 +64,7 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
             if spec is not None:
                 hardware[name] = spec
 
+    _check_overrides(overrides or {}, model_node, main_key, err)
     model = None
     if model_node is not None:
         model = Elaborator(spaces, err).model(model_node, main_key, overrides or {})
@@ -83,6 +84,24 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
     if diagnostics:
         raise ParcError(diagnostics, program.sources)
     return Spec(main_key, model, train, parallel, hardware, program.sources)
+
+
+def _check_overrides(overrides: dict, model_node, file: str, err) -> None:
+    """Every `--set NAME=VALUE` names a parameter of the model's header."""
+    from .diagnostics import closest
+
+    known = [p.name for p in model_node.params] if model_node is not None else []
+    for name in overrides:
+        if name in known:
+            continue
+        if model_node is None:
+            err("E107", f"`--set {name}=...`: {file} has no `model` to set parameters of", None)
+            continue
+        guess = closest(name, known)
+        listing = ", ".join(known) if known else "none"
+        err("E107", f"`--set {name}=...`: model `{model_node.name}` has no parameter `{name}`",
+            model_node.span, help=(f"did you mean `{guess}`? " if guess else "") +
+            f"its parameters: {listing}")
 
 
 def _check_def_header(node: ast.Def, err) -> None:
