@@ -22,7 +22,7 @@ from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
 __all__ = ["__version__", "calibrate", "check", "chrome_trace", "comparison", "comparison_table",
-           "compile_program", "console", "explain", "graph_to_json", "ir", "make_plan",
+           "compile_program", "console", "explain", "export", "graph_to_json", "ir", "make_plan",
            "parse_overrides", "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables",
            "program_target", "report_run", "resolve_auto", "run", "schedule_json", "show_graph",
            "summary", "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
@@ -120,47 +120,59 @@ def plan_of(spec: Spec) -> Plan:
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
         overrides: dict | None = None, torchrun_args: list[str] | None = None,
         resume: bool = False, trace: str | Path | None = None,
-        kernels: str | None = None) -> int:
-    """Compile, launch with torchrun, show progress; returns the exit status."""
+        kernels: str | None = None, force: bool = False) -> int:
+    """Check everything that can be checked before launch (preflight.py), compile, launch
+    with torchrun, show progress; returns the exit status. `force` launches a plan that
+    is over memory."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .compiler.codegen.program import write_program
+    from .preflight import check_steps, preflight
     from .runtime.launch import failure_summary, launch
 
+    check_steps(steps)
     spec = resolve_auto(check(path, overrides))
     if resume and spec.train.checkpoint_dir is None:
         raise ParcError([Diagnostic("E390", f"--resume: {spec.file} has no `checkpoint every N "
                                     "to \"DIR\"` in `train`", spec.train.span)], spec.sources)
     plan = plan_of(spec)
     out = Path(out or Path("runs") / spec.model.name)
-    program = compile_program(path, out / "program", overrides, kernels)
+    steps = steps if steps is not None else spec.train.steps
+    trace = Path(trace).resolve() if trace is not None else None
+    ready = preflight(spec, plan, steps, out, trace, resume, force)
+    for note in ready.notes:
+        print(note.render(spec.sources), file=sys.stderr)
+    program = write_program(plan, out / "program", spec.file, kernels)
     backend = kernels or spec.parallel.kernel_backend
     if backend == "triton" and spec.parallel.hardware.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU: the interpreter
-    steps = steps or spec.train.steps
     nproc = spec.parallel.hardware.devices
     if torchrun_args and any(a.startswith("--nnodes") for a in torchrun_args):
         nproc = spec.parallel.hardware.devices_per_node
     out_console = console(sys.stdout)
+    first = ready.resume.step if ready.resume is not None else 0
     out_console.print(f"{spec.model.name}: {plan.schedule.family} on "
-                      f"{' x '.join(f'{a}={n}' for a, n in spec.parallel.mesh)}, {steps} steps; "
-                      f"predicted {plan.predicted_step_s * 1e3:.1f} ms/step", highlight=False)
+                      f"{' x '.join(f'{a}={n}' for a, n in spec.parallel.mesh)}, {steps} steps"
+                      + (f", resuming after step {first} from {ready.resume.path}"
+                         if ready.resume is not None else "")
+                      + f"; predicted {plan.predicted_step_s * 1e3:.1f} ms/step"
+                      + ("" if plan.fits else " (over memory: --force)"), highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=out_console) as progress:
-        task = progress.add_task("training", total=steps, info="starting")
+        task = progress.add_task("training", total=steps, completed=first, info="starting")
 
         def show(record: dict) -> None:
             progress.update(task, completed=record["step"] + 1,
                             info=f"loss {record['loss']:.4f}  {record['tokens_per_s']:.0f} tok/s")
         extra = []
         if trace is not None:
-            trace = Path(trace).resolve()
             write_atomic(trace / "predicted_trace.json", json.dumps(
                 chrome_trace(plan.simulation, plan.schedule.num_ranks, spec.model.name)))
             extra = ["--trace", str(trace)]
         status = launch(program, nproc, out, steps, show, torchrun_args, extra=extra,
                         resume=resume)
     if status != 0:
-        print(failure_summary(out), file=sys.stderr)
+        print(f"parc run: {failure_summary(out)}", file=sys.stderr)
         print(f"parc run: the job failed (exit {status}); full log in {out / 'torchrun.log'}",
               file=sys.stderr)
         return 1
@@ -264,6 +276,36 @@ def report_run(directory: str | Path):
             raise ParcError([Diagnostic("E391", f"{directory} has no {name}: trace a run with "
                                         f"`parc run SPEC --trace {directory}`", None)])
     return report(directory)
+
+
+def export(checkpoint: str | Path, out: str | Path) -> int:
+    """Write a checkpoint's parameters as one torch state dict; returns how many. Raises
+    ParcError for a damaged checkpoint (E393) or an output that cannot be written (E397)."""
+    import tempfile
+
+    import torch
+
+    from .runtime.checkpoint import export as read
+    from .runtime.checkpoint_meta import CheckpointError
+
+    out = Path(out)
+    if out.is_dir():
+        raise ParcError([Diagnostic("E397", f"`-o {out}` is a directory: name the file to "
+                                    "write", None)])
+    try:
+        state = read(checkpoint)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ParcError([Diagnostic("E397", f"cannot write `{out}`: {exc.strerror or exc}",
+                                    None)]) from None
+    return len(state)
 
 
 def write_atomic(path: str | Path, text: str) -> None:

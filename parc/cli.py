@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="record every action of the last step on every rank into DIR")
     run.add_argument("--resume", action="store_true",
                      help="continue from the newest checkpoint (any plan may have written it)")
+    run.add_argument("--force", action="store_true",
+                     help="launch a plan that `parc plan` reports over memory")
     tune = sub.add_parser("tune", help="find the fastest parallel plan that fits memory")
     tune.add_argument("file", metavar="FILE")
     tune.add_argument("--devices", type=int, default=None, help="default: the hardware's")
@@ -99,18 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_export(args) -> int:
-    import torch
-
-    from .runtime.checkpoint import export
-
-    try:
-        state = export(args.checkpoint)
-    except (FileNotFoundError, OSError) as exc:
-        print(f"parc export: {exc}", file=sys.stderr)
-        return 1
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, args.out)
-    print(f"wrote {len(state)} parameters to {args.out}")
+    print(f"wrote {api.export(args.checkpoint, args.out)} parameters to {args.out}")
     return 0
 
 
@@ -186,7 +177,7 @@ def _cmd_compile(args) -> int:
 
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
-                   args.torchrun, args.resume, args.trace, args.kernels)
+                   args.torchrun, args.resume, args.trace, args.kernels, args.force)
 
 
 def _cmd_plan(args) -> int:

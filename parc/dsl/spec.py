@@ -130,6 +130,8 @@ class TrainSpec:
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None  # as written; resolved next to the spec by the checker
     span: Span | None = _span()
+    # where each setting is written (`init`, `data`, `checkpoint`, ...), for later diagnostics
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def microbatch_size(self) -> int:

@@ -24,32 +24,23 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from .checkpoint_meta import KINDS, CheckpointError, find, inspect, parse_cut
 from .shards import _join
-
-KINDS = ("param", "exp_avg", "exp_avg_sq")
 
 
 def _cut(splits: list) -> str:
     return "_".join(f"d{dim}w{ways}i{index}" for dim, ways, index in splits) or "full"
 
 
-def _parse_cut(text: str) -> tuple:
-    if text == "full":
-        return ()
-    out = []
-    for part in text.split("_"):
-        dim, rest = part[1:].split("w")
-        ways, index = rest.split("i")
-        out.append((int(dim), int(ways), int(index)))
-    return tuple(out)
-
-
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.Optimizer) -> None:
-    """Write checkpoint `step` (the number of steps done) from every rank."""
+def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.Optimizer,
+         about: dict | None = None) -> None:
+    """Write checkpoint `step` (the number of steps done) from every rank. `about` (the
+    model's fingerprint and the training settings) goes into the metadata, so that a resume
+    can tell a checkpoint of another model or other settings."""
     directory = Path(directory)
     final = directory / f"step_{step}"
     tmp = directory / f"step_{step}.tmp"
@@ -89,7 +80,7 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
                         entry["cuts"].append(cut)
         kinds = sorted({key.split("/", 1)[0] for key in state} & set(KINDS), key=KINDS.index)
         meta = {"step": step, "adam_step": max(s for _, s in gathered), "params": merged,
-                "kinds": kinds, "ranks": len(gathered)}
+                "kinds": kinds, "ranks": len(gathered), "about": about or {}}
         (tmp / "parc_meta.json").write_text(json.dumps(meta))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -132,7 +123,7 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
             raise KeyError(f"the checkpoint at {path} has no parameter `{name}`")
         for cut in info["cuts"]:
             shape = list(info["shape"])
-            for dim, ways, _ in _parse_cut(cut):
+            for dim, ways, _ in parse_cut(cut):
                 shape[dim] //= ways
             for kind in kinds:
                 request[f"{kind}/{name}/{cut}"] = torch.empty(shape)
@@ -146,7 +137,7 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
     with torch.no_grad():
         for name, (param, splits) in shards.items():
             cuts = meta["params"][name]["cuts"]
-            full = {kind: _join({_parse_cut(c): request[f"{kind}/{name}/{c}"] for c in cuts})
+            full = {kind: _join({parse_cut(c): request[f"{kind}/{name}/{c}"] for c in cuts})
                     for kind in kinds}
             for target in copies.get(name, [param]):
                 mine = {kind: _slice(full[kind], splits) for kind in kinds}
@@ -163,25 +154,30 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
 
 
 def export(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every parameter of a checkpoint as one full tensor, in this process."""
+    """Every parameter of a checkpoint (a step_K directory, or the directory holding
+    `latest`) as one full tensor, in this process. Raises CheckpointError."""
     path = Path(path)
-    if not (path / "parc_meta.json").exists():
-        found = latest(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        path = found
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}", path)
+    if not (path / "parc_meta.json").exists() and (path / "latest").exists():
+        path = find(path)
+    inspect(path)  # raises CheckpointError naming what is damaged
     meta = json.loads((path / "parc_meta.json").read_text())
     request = {}
     for name, info in meta["params"].items():
         for cut in info["cuts"]:
             shape = list(info["shape"])
-            for dim, ways, _ in _parse_cut(cut):
+            for dim, ways, _ in parse_cut(cut):
                 shape[dim] //= ways
             request[f"param/{name}/{cut}"] = torch.empty(shape)
     with warnings.catch_warnings():  # one process on purpose
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(request, checkpoint_id=str(path), no_dist=True)
-    return {name: _join({_parse_cut(c): request[f"param/{name}/{c}"] for c in info["cuts"]})
+        try:
+            dcp.load(request, checkpoint_id=str(path), no_dist=True)
+        except Exception as exc:  # damaged tensor data: any error of the unpickler
+            raise CheckpointError(f"{path} holds damaged tensor data ({type(exc).__name__}: "
+                                  f"{str(exc)[:120]})", path) from None
+    return {name: _join({parse_cut(c): request[f"param/{name}/{c}"] for c in info["cuts"]})
             for name, info in meta["params"].items()}
 
 

@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .checkpoint_meta import CheckpointError, find, inspect
+from .metrics import cut_back
+
 
 def torchrun_command(program_dir: Path, nproc: int, args: list[str],
                      torchrun_args: list[str]) -> list[str]:
@@ -26,14 +29,16 @@ def launch(program_dir: Path, nproc: int, out: Path, steps: int,
     exit status (non-zero when any rank failed: torchrun then stops the others)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
-    if not resume:
-        metrics.unlink(missing_ok=True)
+    first = _resumed_step(program_dir) if resume else 0
+    if first is None:  # the ranks will say what is wrong with the checkpoint
+        seen = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    else:
+        seen = cut_back(metrics, first)
     args = ["--steps", str(steps), "--out", str(out), *(["--resume"] if resume else []),
             *(extra or [])]
     command = torchrun_command(program_dir, nproc, args, torchrun_args or [])
     log = open(out / "torchrun.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    seen = len(metrics.read_text().splitlines()) if resume and metrics.exists() else 0
     try:
         while True:
             status = process.poll()
@@ -48,6 +53,15 @@ def launch(program_dir: Path, nproc: int, out: Path, steps: int,
         raise
     finally:
         log.close()
+
+
+def _resumed_step(program_dir: Path) -> int | None:
+    """The step the newest checkpoint resumes from (None: none can be read)."""
+    try:
+        program = json.loads((program_dir / "plan.json").read_text())["program"]
+        return inspect(find(program["train"]["checkpoint"]["dir"])).step
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+        return None
 
 
 def _follow(path: Path, seen: int, on_record) -> int:

@@ -15,13 +15,15 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint
+from .checkpoint_meta import about
 from .data import Data
 from .executor import Executor
 from .mesh import Mesh, build_mesh, init_distributed, steady_timeouts
+from .metrics import Metrics
 from .params import init_full, shard
 from .programs import sibling
 from .sync import GROUPS, GradientSync
-from .weights import fit, load_weights
+from .weights import WeightsError, fit, load_weights
 
 
 def load_program(program_dir: str | Path) -> dict:
@@ -51,8 +53,8 @@ class Program:
                 for p in stage["params"]:
                     if imported is not None:
                         if p["name"] not in imported:
-                            raise KeyError(f"the weights file has no `{p['name']}` (it has "
-                                           f"{len(imported)} tensors)")
+                            raise WeightsError(f"the weights file has no `{p['name']}` (it "
+                                               f"has {len(imported)} tensors)")
                         full = fit(p["name"], imported[p["name"]], tuple(p["shape"]))
                     else:
                         full = init_full(p["name"], tuple(p["shape"]),
@@ -187,7 +189,8 @@ def _clip(program: Program, max_norm: float) -> None:
         torch._foreach_mul_(grads, scale)
 
 
-def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
+def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
+              dump: str | None = None,
               on_step=None, resume: bool = False, trace: str | None = None,
               dump_steps: tuple[int, ...] | None = None) -> list[float]:
     """Train `steps` steps. `dump`: write loss, gradients and updated parameters after the last
@@ -207,6 +210,8 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
             raise FileNotFoundError("--resume: no complete checkpoint in "
                                     f"{ckpt['dir'] if ckpt else '(the spec sets none)'}")
         first = checkpoint.load(found, program.named_shards(), program.copies(), optimizer)
+    if metrics is not None:
+        metrics.start(first)
     losses = []
     for step in range(first, steps):
         start = time.perf_counter()
@@ -232,19 +237,19 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         loss = global_loss.value()
         if where is not None:
             _dump(program, where, loss, "params")
-        if ckpt and (step + 1) % ckpt["every"] == 0:
-            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer)
         seconds = time.perf_counter() - start
+        tokens = train["batch"] * train["tokens_per_sample"]
+        record = {"step": step, "loss": loss, "step_s": seconds, "tokens_per_s": tokens / seconds}
+        if metrics is not None:  # before the checkpoint: see metrics.py
+            metrics.write(record)
+        if ckpt and (step + 1) % ckpt["every"] == 0:
+            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
+                            about(spec))
         if step == first and program.mesh is not None:
             steady_timeouts(program.groups())
         if traced:
             _write_trace(program, trace, result.events, step)
         losses.append(loss)
-        tokens = train["batch"] * train["tokens_per_sample"]
-        record = {"step": step, "loss": loss, "step_s": seconds, "tokens_per_s": tokens / seconds}
-        if metrics is not None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
         if on_step is not None:
             on_step(record)
     return losses
@@ -300,11 +305,8 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
     mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
     program = Program(program_dir, mesh)
     steps = steps if steps is not None else spec["train"]["steps"]
-    metrics = None
-    if out is not None and mesh.rank == 0:
-        os.makedirs(out, exist_ok=True)
-        mode = "a" if resume else "w"  # a resumed run continues the same metrics
-        metrics = open(Path(out) / "metrics.jsonl", mode)  # noqa: SIM115 - closed below
+    metrics = Metrics(Path(out) / "metrics.jsonl") if out is not None and mesh.rank == 0 \
+        else None
     try:
         losses = run_steps(program, steps, metrics, dump, resume=resume, trace=trace)
     except BaseException:

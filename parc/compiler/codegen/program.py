@@ -47,6 +47,7 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
     loss = g.values[dict(g.outputs).get("loss", g.outputs[0][1])]
     return {
         "model": spec.model.name,
+        "hyper": spec.model.hyper,
         "mesh": [list(axis) for axis in (spec.parallel.mesh or (("pp", 1),))],
         "device": spec.parallel.hardware.device,
         "train": {"batch": train.batch, "microbatches": train.microbatches,
