@@ -84,6 +84,7 @@ class Executor:
         # `precision bf16`: bf16 compute under autocast; parameters and optimizer state stay
         # f32, the tensors sent between stages are bf16
         self.bf16 = program["train"].get("precision") == "bf16"
+        self.at = -1  # the index in `steps` being run: what the heartbeat reports
 
     # ---- neighbours
     def _next(self, stage: int, mb: int) -> int | None:
@@ -171,6 +172,7 @@ class Executor:
         outbox: dict[tuple, list[torch.Tensor]] = {}  # to send with the next group
         m = self.num_microbatches
         for index, (kind, what) in enumerate(self.steps):
+            self.at = index
             if kind == "post":
                 self._post(index, what, outbox, inbox)
                 continue
@@ -248,4 +250,5 @@ class Executor:
                 result.events.append((op, stage, mb, began - origin,
                                       time.perf_counter() - origin))
         assert not outbox and not inbox, "every message was posted and used"
+        self.at = -1
         return result

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint
+from . import checkpoint, watchdog
 from .checkpoint_meta import about
 from .data import Data
 from .executor import Executor
-from .mesh import Mesh, build_mesh, init_distributed, steady_timeouts
+from .failure import record as record_failure
+from .mesh import Mesh, build_mesh, first_step_timeout, init_distributed, steady_timeouts
 from .metrics import Metrics
 from .params import init_full, shard
 from .programs import sibling
@@ -204,6 +205,7 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
     optimizer = _optimizer(program)
     ckpt = train.get("checkpoint")
     first = 0
+    watchdog.at(None, "resume" if resume else "starting", executor)
     if resume:
         found = checkpoint.latest(ckpt["dir"]) if ckpt else None
         if found is None:
@@ -220,8 +222,10 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
         if traced and program.mesh is not None:
             dist.barrier()  # every rank starts the traced step together
             start = time.perf_counter()
+        watchdog.at(step, "step")
         result = executor.run(data.global_batch(step), program.data_splits, trace=traced,
                               sync=sync)
+        watchdog.at(step, "gradient sync and optimizer")
         global_loss = _GlobalLoss(program, result.losses)
         sync.finish()
         if train.get("grad_clip"):
@@ -242,7 +246,9 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
         record = {"step": step, "loss": loss, "step_s": seconds, "tokens_per_s": tokens / seconds}
         if metrics is not None:  # before the checkpoint: see metrics.py
             metrics.write(record)
+        watchdog.step_took(seconds)
         if ckpt and (step + 1) % ckpt["every"] == 0:
+            watchdog.at(step, "checkpoint")
             checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
                             about(spec))
         if step == first and program.mesh is not None:
@@ -299,26 +305,35 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
 def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,
           dump: str | None = None, resume: bool = False,
           trace: str | None = None) -> list[float]:
-    """Entry point under torchrun."""
-    init_distributed()
-    spec = load_program(program_dir)
-    mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
-    program = Program(program_dir, mesh)
-    steps = steps if steps is not None else spec["train"]["steps"]
-    metrics = Metrics(Path(out) / "metrics.jsonl") if out is not None and mesh.rank == 0 \
-        else None
+    """Entry point under torchrun. The rank dies with its launcher and reports where it is
+    (watchdog.py); an error is recorded for the launcher's summary (failure.py)."""
+    rank = int(os.environ.get("RANK", "0"))
+    job = Path(out) / "job" if out is not None else None
+    patience = first_step_timeout("nccl").total_seconds() if torch.cuda.is_available() else 0.0
+    beat = watchdog.start(rank, job, patience)
     try:
+        init_distributed()
+        spec = load_program(program_dir)
+        mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
+        program = Program(program_dir, mesh)
+        steps = steps if steps is not None else spec["train"]["steps"]
+        metrics = Metrics(Path(out) / "metrics.jsonl") if out is not None and mesh.rank == 0 \
+            else None
         losses = run_steps(program, steps, metrics, dump, resume=resume, trace=trace)
-    except BaseException:
+    except BaseException as exc:
         # Leave at once: waiting for the others (a barrier, pending sends) would hang this
         # rank until the timeout; torchrun sees the exit and stops the whole job.
+        if job is not None:
+            record_failure(job, rank, exc, beat.step, beat.action())
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
     if metrics is not None:
         metrics.close()
+    watchdog.at(steps, "finishing")
     dist.barrier()
     dist.destroy_process_group()
+    beat.stop()
     return losses
 
 
