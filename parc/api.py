@@ -281,46 +281,50 @@ def report_run(directory: str | Path):
 def export(checkpoint: str | Path, out: str | Path) -> int:
     """Write a checkpoint's parameters as one torch state dict; returns how many. Raises
     ParcError for a damaged checkpoint (E393) or an output that cannot be written (E397)."""
-    import tempfile
-
     import torch
 
     from .runtime.checkpoint import export as read
     from .runtime.checkpoint_meta import CheckpointError
 
-    out = Path(out)
-    if out.is_dir():
-        raise ParcError([Diagnostic("E397", f"`-o {out}` is a directory: name the file to "
-                                    "write", None)])
+    _not_a_directory(Path(out), "-o")
     try:
         state = read(checkpoint)
     except CheckpointError as exc:
         raise ParcError([Diagnostic("E393", str(exc), None)]) from None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise ParcError([Diagnostic("E397", f"cannot write `{out}`: {exc.strerror or exc}",
-                                    None)]) from None
+    _replace_file(out, lambda handle: torch.save(state, handle), binary=True)
     return len(state)
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write a file whole or not at all (a temporary file renamed into place)."""
+    """Write a file whole or not at all (a temporary file renamed into place); ParcError
+    (E397) when it cannot be written."""
+    _replace_file(path, lambda handle: handle.write(text))
+
+
+def _not_a_directory(path: Path, flag: str = "") -> None:
+    if path.is_dir():
+        raise ParcError([Diagnostic("E397", f"`{(flag + ' ') if flag else ''}{path}` is a "
+                                    "directory: name the file to write", None)])
+
+
+def _replace_file(path: str | Path, write, binary: bool = False) -> None:
     import tempfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _not_a_directory(path)
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ParcError([Diagnostic("E397", f"cannot write `{path}`: "
+                                        f"{exc.strerror or exc}", None)]) from None
         raise
 
 

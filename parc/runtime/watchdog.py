@@ -142,10 +142,10 @@ class Heartbeat:
 
     def action(self) -> str:
         executor = self.executor
-        if self.phase != "step" or executor is None or not 0 <= executor.at < len(
-                executor.steps):
+        at = executor.at if executor is not None else -1  # read once: the loop moves on
+        if self.phase != "step" or not 0 <= at < len(executor.steps):
             return self.phase
-        kind, what = executor.steps[executor.at]
+        kind, what = executor.steps[at]
         if kind == "run":
             op, stage, mb = what
             return f"{op}{stage}.{mb}"
@@ -190,8 +190,8 @@ class Heartbeat:
             tmp = self.file.with_name(f".{self.file.name}.tmp")
             tmp.write_text(json.dumps(self.beat()))
             os.replace(tmp, self.file)
-        except OSError:
-            pass  # a full or vanished disk must not end the rank
+        except Exception:
+            pass  # a full disk, say: the watchdog goes on (a silent rank is seen as stopped)
 
     def _run(self) -> None:
         while True:

@@ -129,6 +129,9 @@ def test_compile_writes_new_empty_or_its_own_program(tmp_path, capsys):
     (program / "__pycache__").mkdir()  # python ran it
     assert main(["compile", str(spec), "-o", str(program)]) == 0
     assert "(replacing the parc program there)" in capsys.readouterr().out
+    (program / "parc_manifest.json").unlink()  # as parc wrote programs before manifests
+    assert main(["compile", str(spec), "-o", str(program)]) == 0
+    assert "(replacing the parc program there)" in capsys.readouterr().out
     (program / "results.csv").write_text("mine")
     assert main(["compile", str(spec), "-o", str(program)]) == 1
     assert "`results.csv`, which parc did not write" in capsys.readouterr().err
