@@ -112,14 +112,19 @@ def _silent(job: Path, errors: list[dict]):
 
 
 def _exits(log: Path) -> list[str]:
-    """Ranks that died without raising (a signal, os._exit), as torchrun's log reports."""
+    """The rank torchrun saw fail first, for ranks that wrote no error file (they died
+    before `train()` started, or by a signal), with the first exception in the log."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return []
-    found = []
-    for rank, code in re.findall(r"rank\s*:\s*(\d+).*?\n.*?exitcode\s*:\s*(-?\d+)", text):
-        code = int(code)
-        how = f"signal {-code}" if code < 0 else f"exit status {code}"
-        found.append(f"rank {rank} ended with {how}")
-    return found[:1] or ["the job failed before any rank reported an error"]
+    found = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S) \
+        or re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S)
+    if found is None:
+        return ["the job failed before any rank reported an error"]
+    rank, code = found.group(1), int(found.group(2))
+    how = f"signal {-code}" if code < 0 else f"exit status {code}"
+    raised = next((m.group(0) for m in re.finditer(
+        r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*$", text, re.M)
+        if "ChildFailedError" not in m.group(0)), None)
+    return [f"rank {rank} ended with {how}" + (f": {raised[:300]}" if raised else "")]

@@ -93,3 +93,24 @@ def test_timeouts_point_at_the_rank_that_did_not_answer(tmp_path):
     assert lines[0] == ("rank 3 did not answer: it was still in step 0, F1.0, when the others "
                         "gave up waiting for it")
     assert lines[1].startswith("  rank 0: P2PError: recv grad")
+
+
+def test_without_error_files_the_log_says_which_rank_failed_first(tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "torchrun.log").write_text("""Traceback (most recent call last):
+  File "main.py", line 3, in <module>
+ModuleNotFoundError: No module named 'parc_extra'
+Traceback (most recent call last):
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Failures:
+[1]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : -15 (pid: 23471)  (SIGTERM)
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 23470)
+""")
+    assert summary(tmp_path) == ("rank 0 ended with exit status 1: ModuleNotFoundError: No "
+                                 "module named 'parc_extra'")
