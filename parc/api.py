@@ -22,10 +22,10 @@ from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 
 __all__ = ["__version__", "calibrate", "check", "chrome_trace", "comparison", "comparison_table",
-           "compile_program", "console", "explain", "graph_to_json", "ir", "make_plan",
+           "compile_program", "console", "explain", "export", "graph_to_json", "ir", "make_plan",
            "parse_overrides", "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables",
-           "report_run", "resolve_auto", "run", "schedule_json", "show_graph", "summary",
-           "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
+           "program_target", "report_run", "resolve_auto", "run", "schedule_json", "show_graph",
+           "summary", "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
            "tune_table", "winner_block", "write_atomic", "write_parallel_block"]
 
 
@@ -81,11 +81,21 @@ def resolve_auto(spec: Spec) -> Spec:
 
 def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None,
                     kernels: str | None = None) -> Path:
-    """Check, plan and write the program directory (whole, or not at all)."""
+    """Check, plan and write the program directory (whole, or not at all; only where no
+    other file would be lost: see program_target)."""
     from .compiler.codegen.program import write_program
 
+    program_target(out)
     spec = check(path, overrides)
     return write_program(plan_of(spec), out, spec.file, kernels)
+
+
+def program_target(out: str | Path) -> str:
+    """"new", "empty" or "program" (a parc program is replaced); raises ParcError where a
+    program may not be written (a file, another directory's files, the working directory)."""
+    from .compiler.codegen.target import target_state
+
+    return target_state(out)
 
 
 def tune_file(path: str | Path, devices: int | None = None, top: int = 5,
@@ -110,33 +120,48 @@ def plan_of(spec: Spec) -> Plan:
 def run(path: str | Path, steps: int | None = None, out: str | Path | None = None,
         overrides: dict | None = None, torchrun_args: list[str] | None = None,
         resume: bool = False, trace: str | Path | None = None,
-        kernels: str | None = None, tensorboard: str | Path | None = None) -> int:
-    """Compile, launch with torchrun, show progress; returns the exit status."""
+        kernels: str | None = None, force: bool = False,
+        tensorboard: str | Path | None = None) -> int:
+    """Check everything that can be checked before launch (preflight.py), compile, launch
+    with torchrun, show progress; returns the exit status. `force` launches a plan that
+    is over memory."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .compiler.codegen.program import write_program
+    from .preflight import check_steps, preflight
     from .runtime.launch import failure_summary, launch
 
+    check_steps(steps)
     spec = resolve_auto(check(path, overrides))
     if resume and spec.train.checkpoint_dir is None:
         raise ParcError([Diagnostic("E390", f"--resume: {spec.file} has no `checkpoint every N "
                                     "to \"DIR\"` in `train`", spec.train.span)], spec.sources)
     plan = plan_of(spec)
     out = Path(out or Path("runs") / spec.model.name)
-    program = compile_program(path, out / "program", overrides, kernels)
+    steps = steps if steps is not None else spec.train.steps
+    trace = Path(trace).resolve() if trace is not None else None
+    tensorboard = Path(tensorboard).resolve() if tensorboard is not None else None
+    ready = preflight(spec, plan, steps, out, trace, resume, force, tensorboard)
+    for note in ready.notes:
+        print(note.render(spec.sources), file=sys.stderr)
+    program = write_program(plan, out / "program", spec.file, kernels)
     backend = kernels or spec.parallel.kernel_backend
     if backend == "triton" and spec.parallel.hardware.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU: the interpreter
-    steps = steps or spec.train.steps
     nproc = spec.parallel.hardware.devices
     if torchrun_args and any(a.startswith("--nnodes") for a in torchrun_args):
         nproc = spec.parallel.hardware.devices_per_node
     out_console = console(sys.stdout)
+    first = ready.resume.step if ready.resume is not None else 0
     out_console.print(f"{spec.model.name}: {plan.schedule.family} on "
-                      f"{' x '.join(f'{a}={n}' for a, n in spec.parallel.mesh)}, {steps} steps; "
-                      f"predicted {plan.predicted_step_s * 1e3:.1f} ms/step", highlight=False)
+                      f"{' x '.join(f'{a}={n}' for a, n in spec.parallel.mesh)}, {steps} steps"
+                      + (f", resuming after step {first} from {ready.resume.path}"
+                         if ready.resume is not None else "")
+                      + f"; predicted {plan.predicted_step_s * 1e3:.1f} ms/step"
+                      + ("" if plan.fits else " (over memory: --force)"), highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=out_console) as progress:
-        task = progress.add_task("training", total=steps, info="starting")
+        task = progress.add_task("training", total=steps, completed=first, info="starting")
 
         def show(record: dict) -> None:
             progress.update(task, completed=record["step"] + 1,
@@ -145,16 +170,15 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
                                else ""))
         extra = []
         if trace is not None:
-            trace = Path(trace).resolve()
             write_atomic(trace / "predicted_trace.json", json.dumps(
                 chrome_trace(plan.simulation, plan.schedule.num_ranks, spec.model.name)))
             extra = ["--trace", str(trace)]
         if tensorboard is not None:
-            extra += ["--tensorboard", str(Path(tensorboard).resolve())]
+            extra += ["--tensorboard", str(tensorboard)]
         status = launch(program, nproc, out, steps, show, torchrun_args, extra=extra,
                         resume=resume)
     if status != 0:
-        print(failure_summary(out), file=sys.stderr)
+        print(f"parc run: {failure_summary(out)}", file=sys.stderr)
         print(f"parc run: the job failed (exit {status}); full log in {out / 'torchrun.log'}",
               file=sys.stderr)
         return 1
@@ -260,19 +284,76 @@ def report_run(directory: str | Path):
     return report(directory)
 
 
+def export(checkpoint: str | Path, out: str | Path) -> int:
+    """Write a checkpoint's parameters as one torch state dict; returns how many. Raises
+    ParcError for a damaged checkpoint (E393) or an output that cannot be written (E397)."""
+    import torch
+
+    from .runtime.checkpoint import export as read
+    from .runtime.checkpoint_meta import CheckpointError
+
+    _not_a_directory(Path(out), "-o")
+    try:
+        state = read(checkpoint)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+    _replace_file(out, lambda handle: torch.save(state, handle), binary=True)
+    return len(state)
+
+
+def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint of the std GPT or LLaMA as a Hugging Face model directory; returns
+    it. Raises ParcError for no checkpoint (E392), a damaged one (E393), one of another model
+    (E387), or an output directory that holds other files (E398) or cannot be written (E397)."""
+    from .runtime.checkpoint import export as read
+    from .runtime.checkpoint_meta import CheckpointError, inspect, locate
+    from .runtime.hf_export import ExportError, write_hf
+
+    try:
+        path = locate(checkpoint)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E392", str(exc), None)]) from None
+    try:
+        about = inspect(path).about
+        params = read(path)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+    try:
+        return write_hf(params, about, out)
+    except ExportError as exc:
+        raise ParcError([Diagnostic("E387", str(exc), None)]) from None
+
+
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write a file whole or not at all (a temporary file renamed into place)."""
+    """Write a file whole or not at all (a temporary file renamed into place); ParcError
+    (E397) when it cannot be written."""
+    _replace_file(path, lambda handle: handle.write(text))
+
+
+def _not_a_directory(path: Path, flag: str = "") -> None:
+    if path.is_dir():
+        raise ParcError([Diagnostic("E397", f"`{(flag + ' ') if flag else ''}{path}` is a "
+                                    "directory: name the file to write", None)])
+
+
+def _replace_file(path: str | Path, write, binary: bool = False) -> None:
     import tempfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _not_a_directory(path)
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ParcError([Diagnostic("E397", f"cannot write `{path}`: "
+                                        f"{exc.strerror or exc}", None)]) from None
         raise
 
 

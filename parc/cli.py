@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue from the newest checkpoint (any plan may have written it)")
     run.add_argument("--tensorboard", default=None, metavar="DIR",
                      help="also write the step metrics into DIR for TensorBoard")
+    run.add_argument("--force", action="store_true",
+                     help="launch a plan that `parc plan` reports over memory")
     tune = sub.add_parser("tune", help="find the fastest parallel plan that fits memory")
     tune.add_argument("file", metavar="FILE")
     tune.add_argument("--devices", type=int, default=None, help="default: the hardware's")
@@ -145,28 +147,11 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    import torch
-
-    from .runtime.checkpoint import export
-
     if args.hf:
-        from .runtime.hf_export import ExportError, export_checkpoint
-
-        try:
-            out = export_checkpoint(args.checkpoint, args.out)
-        except (ExportError, FileNotFoundError, OSError) as exc:
-            print(f"parc export: {exc}", file=sys.stderr)
-            return 1
+        out = api.export_hf(args.checkpoint, args.out)
         print(f"wrote a Hugging Face model to {out} (from_pretrained loads it)")
         return 0
-    try:
-        state = export(args.checkpoint)
-    except (FileNotFoundError, OSError) as exc:
-        print(f"parc export: {exc}", file=sys.stderr)
-        return 1
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, args.out)
-    print(f"wrote {len(state)} parameters to {args.out}")
+    print(f"wrote {api.export(args.checkpoint, args.out)} parameters to {args.out}")
     return 0
 
 
@@ -231,15 +216,18 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_compile(args) -> int:
+    state = api.program_target(args.out)
     out = api.compile_program(args.file, args.out, api.parse_overrides(args.set), args.kernels)
-    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    how = {"new": "a new directory", "empty": "into the empty directory",
+           "program": "replacing the parc program there"}[state]
+    print(f"wrote {out} ({how}): " + ", ".join(sorted(p.name for p in out.iterdir())))
     print("launch: " + (out / "launch.txt").read_text().strip())
     return 0
 
 
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
-                   args.torchrun, args.resume, args.trace, args.kernels,
+                   args.torchrun, args.resume, args.trace, args.kernels, args.force,
                    tensorboard=args.tensorboard)
 
 

@@ -18,29 +18,28 @@ from .dsl.check import check_file, check_text
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 from .runtime import checkpoint, functional
+from .runtime.checkpoint_meta import CheckpointError, inspect, locate
 from .runtime.train import Program
 
 
 def _fail(message: str) -> ParcError:
-    return ParcError([Diagnostic("E394", message, None)])
+    return ParcError([Diagnostic("E386", message, None)])
 
 
 def resolve(directory: str | Path, need_spec: bool = True) -> tuple[Path, dict]:
-    """A checkpoint (or the `to` directory of `checkpoint every N to`: its latest) and its
-    metadata."""
-    path = Path(directory)
-    if not (path / "parc_meta.json").exists():
-        found = checkpoint.latest(path) if path.is_dir() else None
-        if found is None:
-            raise _fail(f"{directory} holds no parc checkpoint (no parc_meta.json, no `latest`)")
-        path = found
+    """A checkpoint (or the `to` directory of `checkpoint every N to`: its latest), checked
+    complete (E392/E393, as a resume checks it), and the settings it records."""
     try:
-        meta = json.loads((path / "parc_meta.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise _fail(f"{path}/parc_meta.json cannot be read: {exc}") from None
-    if need_spec and not meta.get("about", {}).get("source"):
+        path = locate(directory)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E392", str(exc), None)]) from None
+    try:
+        about = inspect(path).about
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+    if need_spec and not about.get("source"):
         raise _fail(f"{path} was written by an older parc: its metadata has no spec")
-    return path, meta
+    return path, about
 
 
 class Loaded:
@@ -48,8 +47,7 @@ class Loaded:
     the checkpoint was trained from."""
 
     def __init__(self, directory: str | Path, spec_file: str | Path | None = None):
-        self.path, meta = resolve(directory, need_spec=spec_file is None)
-        about = meta.get("about", {})
+        self.path, about = resolve(directory, need_spec=spec_file is None)
         self.about = about
         spec = check_file(spec_file) if spec_file is not None else \
             check_text(about["source"], about["spec"])

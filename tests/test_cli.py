@@ -106,3 +106,22 @@ def test_schedule_timeline_svg_trace_and_compare(in_root, capsys, tmp_path):
     table = capsys.readouterr().out
     for family in ("gpipe", "1f1b", "interleaved", "zb_h1", "skip"):
         assert family in table
+
+
+def test_set_of_an_unknown_parameter_is_an_error(in_root, capsys):
+    assert main(["check", "--set", "foo=1", "--set", "dd=3", "examples/gpt_tiny.par"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E107]: `--set foo=...`: model `gpt` has no parameter `foo`" in err
+    assert "its parameters: vocab, d, heads, layers, seq" in err
+    assert "did you mean `d`?" in err
+    assert main(["check", "-q", "--set", "d=64", "examples/gpt_tiny.par"]) == 0
+
+
+def test_an_output_that_cannot_be_written_is_a_diagnostic(in_root, capsys, tmp_path):
+    assert main(["schedule", "examples/gpt_tiny.par", "--svg", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error[E397]" in err and "is a directory" in err and "Traceback" not in err
+    (tmp_path / "afile").write_text("x")
+    assert main(["schedule", "examples/gpt_tiny.par", "--trace",
+                 str(tmp_path / "afile" / "t.json")]) == 1
+    assert "error[E397]: cannot write" in capsys.readouterr().err

@@ -64,6 +64,7 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
             if spec is not None:
                 hardware[name] = spec
 
+    _check_overrides(overrides or {}, model_node, main_key, err)
     model = None
     if model_node is not None:
         model = Elaborator(spaces, err).model(model_node, main_key, overrides or {})
@@ -84,6 +85,24 @@ def check_program(program: Program, overrides: dict[str, Value] | None = None) -
     if diagnostics:
         raise ParcError(diagnostics, program.sources)
     return Spec(main_key, model, train, parallel, hardware, program.sources)
+
+
+def _check_overrides(overrides: dict, model_node, file: str, err) -> None:
+    """Every `--set NAME=VALUE` names a parameter of the model's header."""
+    from .diagnostics import closest
+
+    known = [p.name for p in model_node.params] if model_node is not None else []
+    for name in overrides:
+        if name in known:
+            continue
+        if model_node is None:
+            err("E107", f"`--set {name}=...`: {file} has no `model` to set parameters of", None)
+            continue
+        guess = closest(name, known)
+        listing = ", ".join(known) if known else "none"
+        err("E107", f"`--set {name}=...`: model `{model_node.name}` has no parameter `{name}`",
+            model_node.span, help=(f"did you mean `{guess}`? " if guess else "") +
+            f"its parameters: {listing}")
 
 
 def _check_def_header(node: ast.Def, err) -> None:
@@ -141,6 +160,14 @@ def _spec_dir(program) -> Path:
     return Path() if program.main.file.startswith("<") else Path(program.main.file).parent
 
 
+def _is_file(path: Path) -> bool:
+    """Whether a path written in the spec names a file (a name too long is not one)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _setting_span(node: ast.Train, key: str):
     return next((s.span for s in node.settings if getattr(s, "key", None) == key), node.span)
 
@@ -153,7 +180,7 @@ def _check_train_files(train, node, model, program, err):
         train = _check_token_file(train, node, model, program, err)
     if train.init is not None:
         path = (_spec_dir(program) / train.init).resolve()
-        if not path.is_file():
+        if not _is_file(path):
             err("E383", f"the weights file `{train.init}` does not exist",
                 _setting_span(node, "init"))
         else:
@@ -180,13 +207,25 @@ def _check_token_file(train, node, model, program, err):
     span = _setting_span(node, "data")
     base = _spec_dir(program)
     path = (base / train.data.path).resolve()
-    if not path.is_file():
+    if not _is_file(path):
         err("E380", f"the data file `{train.data.path}` does not exist (looked in {base or '.'})",
             span, help="make one with examples/prepare_text.py")
         return train
     dtype = {"u16": np.uint16, "i32": np.int32, "i64": np.int64}[train.data.dtype]
     assert train.data.dtype in TOKEN_DTYPES
-    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0)
+    size = path.stat().st_size
+    width = np.dtype(dtype).itemsize
+    if size % width:
+        err("E384", f"`{train.data.path}` holds {size} bytes, not a whole number of "
+            f"{train.data.dtype} tokens ({width} bytes each)", span,
+            help="the file is cut short or written in another dtype: say `dtype = ...`")
+        return train
+    try:
+        tokens = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0)
+    except OSError as exc:
+        err("E380", f"cannot read the data file `{train.data.path}`: {exc.strerror or exc}",
+            span)
+        return train
     inputs = [i for i in model.inputs if i.type.is_int]
     seq = inputs[0].type.shape[1].as_int() if inputs and inputs[0].type.rank > 1 else 1
     if len(tokens) < (seq or 1) + 2:

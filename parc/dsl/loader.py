@@ -10,6 +10,7 @@ from .diagnostics import Diagnostic, ParcError, closest
 from .parser import parse
 
 STDLIB = Path(__file__).resolve().parent.parent / "stdlib"
+BOM = "\ufeff"  # some editors begin UTF-8 files with it; it is not part of the text
 
 
 @dataclass
@@ -34,8 +35,32 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
+def read_source(path: Path, file: str, span: ast.Span | None = None) -> str:
+    """A .par file's text: UTF-8, a leading byte-order mark dropped. Bytes that are not UTF-8
+    are reported at their line and column. Raises ParcError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ParcError([Diagnostic("E100", f"cannot read `{file}`: {reason}", span)]) from None
+    try:
+        return data.decode("utf-8").removeprefix(BOM)
+    except UnicodeDecodeError as exc:
+        text = data.decode("utf-8", errors="replace").removeprefix(BOM)
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = len(data[line_start:exc.start].decode("utf-8", errors="replace")
+                  .removeprefix(BOM)) + 1
+        where = ast.Span(file, line, col, line, col + 1)
+        raise ParcError([Diagnostic("E100", f"`{file}` is not UTF-8 text: byte "
+                                    f"0x{data[exc.start]:02x} cannot start or continue a "
+                                    "character", where, help="save the file as UTF-8")],
+                        {file: text}) from None
+
+
 def load_text(text: str, file: str, base_dir: Path | None = None) -> Program:
     """Parse `text` as the main module and load its uses. Raises ParcError."""
+    text = text.removeprefix(BOM)
     program = Program(ast.Module(file, ()), {}, {}, {file: text})
     diagnostics: list[Diagnostic] = []
     try:
@@ -53,12 +78,7 @@ def load(path: str | Path) -> Program:
     """Read and parse a .par file and everything it uses. Raises ParcError."""
     path = Path(path)
     file = display_name(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ParcError([Diagnostic("E100", f"cannot read `{file}`: {reason}", None)]) from None
-    return load_text(text, file, path.parent)
+    return load_text(read_source(path, file), file, path.parent)
 
 
 def _load_uses(program: Program, key: str, module: ast.Module, base_dir: Path,
@@ -94,11 +114,10 @@ def _load_uses(program: Program, key: str, module: ast.Module, base_dir: Path,
         if used_key in program.modules:
             continue
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            diagnostics.append(Diagnostic("E100", f"cannot read `{item.path}`: {reason}",
-                                          item.span))
+            text = read_source(path, file, item.span)
+        except ParcError as exc:
+            diagnostics.extend(exc.diagnostics)
+            program.sources.update(exc.sources)
             continue
         program.sources[file] = text
         try:

@@ -6,7 +6,7 @@ import functools
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import ast
@@ -16,6 +16,11 @@ from .syntax_errors import describe_syntax_error
 QUANTITY = re.compile(r"([0-9.eE+-]+?)[ \t]*([KMGTP]?i?(?:B/s|B|FLOPS)|[mun]?s)$")
 TOP_LEVEL = re.compile(r"^(use|hardware|def|model|train|parallel)\b")
 MAX_SYNTAX_ERRORS = 10
+# Deeper nesting would exhaust Python's stack in the transformer and the checker (both
+# recurse); no spec needs more than a few dozen levels. Wrapper nodes (a call's arguments, a
+# block's body) are not levels of their own, so a tree is at most about twice this deep.
+MAX_DEPTH = 150
+WRAPPERS = frozenset({"args", "body", "kwarg"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -268,6 +273,29 @@ def _next_item_line(text: str, after_line: int) -> int | None:
     return None
 
 
+def _too_deep(tree: Tree) -> Tree | None:
+    """The first node (in source order) more than MAX_DEPTH levels down, found without
+    recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return node
+        stack.extend((child, depth + (child.data not in WRAPPERS))
+                     for child in reversed(node.children) if isinstance(child, Tree))
+    return None
+
+
+def _depth_error(node: Tree, file: str) -> Diagnostic:
+    meta = node.meta
+    line, col = (1, 1) if getattr(meta, "empty", True) else (meta.line, meta.column)
+    end_col = col + 1 if getattr(meta, "empty", True) or meta.end_line != line \
+        else meta.end_column
+    return Diagnostic("E006", f"nested too deeply: more than {MAX_DEPTH} levels of calls, "
+                      "brackets, operators and blocks", ast.Span(file, line, col, line, end_col),
+                      help="give parts of the expression names of their own")
+
+
 def parse(text: str, file: str = "<input>") -> ast.Module:
     """Parse one .par text. Raises ParcError with every syntax error it can find.
 
@@ -281,6 +309,10 @@ def parse(text: str, file: str = "<input>") -> ast.Module:
         source = text if start_line == 1 else _blank_before(text, start_line)
         try:
             tree = grammar().parse(source)
+            deep = _too_deep(tree)
+            if deep is not None:
+                diagnostics.append(_depth_error(deep, file))
+                break
             items.extend(_Builder(file).transform(tree).items)
             break
         except UnexpectedInput as exc:

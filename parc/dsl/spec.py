@@ -65,6 +65,11 @@ class ModelSpec:
     output_spans: dict[str, Span | None] = field(default_factory=dict)
 
     @property
+    def numbers(self) -> dict[str, int | float | bool]:
+        """The hyperparameters that are plain numbers, as a checkpoint records them."""
+        return {k: v for k, v in self.hyper.items() if isinstance(v, int | float | bool)}
+
+    @property
     def num_layers(self) -> int:
         """The count of the most repeated indexed top-level call (the transformer blocks)."""
         counts: dict[str, int] = {}
@@ -147,6 +152,8 @@ class TrainSpec:
     # weights, biases and embedding tables)
     no_decay: tuple[str, ...] | None = None
     span: Span | None = _span()
+    # where each setting is written (`init`, `data`, `checkpoint`, ...), for later diagnostics
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def microbatch_size(self) -> int:

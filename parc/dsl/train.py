@@ -185,4 +185,6 @@ def check_train(node: ast.Train, err) -> TrainSpec | None:
         err("E340", f"batch {values['batch']} does not divide into {microbatches} microbatches",
             spans.get("microbatches", node.span))
         return None
-    return TrainSpec(span=node.span, **values)
+    if checkpoints:
+        spans = {**spans, "checkpoint": checkpoints[0].span}
+    return TrainSpec(span=node.span, spans=spans, **values)

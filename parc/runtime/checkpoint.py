@@ -24,24 +24,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from .checkpoint_meta import KINDS, CheckpointError, find, inspect, parse_cut
 from .shards import _join
-
-KINDS = ("param", "exp_avg", "exp_avg_sq")
 
 
 def _cut(splits: list) -> str:
     return "_".join(f"d{dim}w{ways}i{index}" for dim, ways, index in splits) or "full"
-
-
-def _parse_cut(text: str) -> tuple:
-    if text == "full":
-        return ()
-    out = []
-    for part in text.split("_"):
-        dim, rest = part[1:].split("w")
-        ways, index = rest.split("i")
-        out.append((int(dim), int(ways), int(index)))
-    return tuple(out)
 
 
 def _distributed() -> bool:
@@ -51,8 +39,9 @@ def _distributed() -> bool:
 def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.Optimizer,
          about: dict | None = None) -> None:
     """Write checkpoint `step` (the number of steps done) from every rank. `about` (the
-    model's name, hyperparameters and spec) goes into the metadata, for `parc export --hf`
-    and `parc sample`."""
+    model's name, hyperparameters, spec, fingerprint and training settings) goes into the
+    metadata: `parc export --hf` and `parc sample` rebuild the model from it, and a resume
+    can tell a checkpoint of another model or other settings."""
     directory = Path(directory)
     final = directory / f"step_{step}"
     tmp = directory / f"step_{step}.tmp"
@@ -135,7 +124,7 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
             raise KeyError(f"the checkpoint at {path} has no parameter `{name}`")
         for cut in info["cuts"]:
             shape = list(info["shape"])
-            for dim, ways, _ in _parse_cut(cut):
+            for dim, ways, _ in parse_cut(cut):
                 shape[dim] //= ways
             for kind in kinds:
                 request[f"{kind}/{name}/{cut}"] = torch.empty(shape)
@@ -149,7 +138,7 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
     with torch.no_grad():
         for name, (param, splits) in shards.items():
             cuts = meta["params"][name]["cuts"]
-            full = {kind: _join({_parse_cut(c): request[f"{kind}/{name}/{c}"] for c in cuts})
+            full = {kind: _join({parse_cut(c): request[f"{kind}/{name}/{c}"] for c in cuts})
                     for kind in kinds}
             for target in copies.get(name, [param]):
                 mine = {kind: _slice(full[kind], splits) for kind in kinds}
@@ -166,25 +155,30 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
 
 
 def export(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every parameter of a checkpoint as one full tensor, in this process."""
+    """Every parameter of a checkpoint (a step_K directory, or the directory holding
+    `latest`) as one full tensor, in this process. Raises CheckpointError."""
     path = Path(path)
-    if not (path / "parc_meta.json").exists():
-        found = latest(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        path = found
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}", path)
+    if not (path / "parc_meta.json").exists() and (path / "latest").exists():
+        path = find(path)
+    inspect(path)  # raises CheckpointError naming what is damaged
     meta = json.loads((path / "parc_meta.json").read_text())
     request = {}
     for name, info in meta["params"].items():
         for cut in info["cuts"]:
             shape = list(info["shape"])
-            for dim, ways, _ in _parse_cut(cut):
+            for dim, ways, _ in parse_cut(cut):
                 shape[dim] //= ways
             request[f"param/{name}/{cut}"] = torch.empty(shape)
     with warnings.catch_warnings():  # one process on purpose
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(request, checkpoint_id=str(path), no_dist=True)
-    return {name: _join({_parse_cut(c): request[f"param/{name}/{c}"] for c in info["cuts"]})
+        try:
+            dcp.load(request, checkpoint_id=str(path), no_dist=True)
+        except Exception as exc:  # damaged tensor data: any error of the unpickler
+            raise CheckpointError(f"{path} holds damaged tensor data ({type(exc).__name__}: "
+                                  f"{str(exc)[:120]})", path) from None
+    return {name: _join({parse_cut(c): request[f"param/{name}/{c}"] for c in info["cuts"]})
             for name, info in meta["params"].items()}
 
 

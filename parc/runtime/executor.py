@@ -88,6 +88,7 @@ class Executor:
         # `precision bf16`: bf16 compute under autocast; parameters and optimizer state stay
         # f32, the tensors sent between stages are bf16
         self.bf16 = program["train"].get("precision") == "bf16"
+        self.at = -1  # the index in `steps` being run: what the heartbeat reports
 
     @staticmethod
     def _read(posting: list[dict]) -> list[tuple]:
@@ -214,6 +215,7 @@ class Executor:
         if self.program.get("counted"):
             self.count_targets(data, step, data_splits)
         for index, (kind, what) in enumerate(self.steps):
+            self.at = index
             if kind == "post":
                 self._post(index, what, outbox, inbox)
                 continue
@@ -293,4 +295,5 @@ class Executor:
                 result.events.append((op, stage, mb, began - origin,
                                       time.perf_counter() - origin))
         assert not outbox and not inbox, "every message was posted and used"
+        self.at = -1
         return result

@@ -87,34 +87,21 @@ def hf_layout(params: dict, hyper: dict) -> tuple[dict, dict]:
                       "checkpoint's parameters are of another model")
 
 
-def export_checkpoint(checkpoint_dir: str | Path, out: str | Path) -> Path:
-    """A checkpoint directory (or the `to` directory of `checkpoint every N to`: its latest)
-    as a Hugging Face model directory."""
-    from . import checkpoint
-
-    path = Path(checkpoint_dir)
-    if not (path / "parc_meta.json").exists():
-        path = checkpoint.latest(path) or path
-    about = json.loads((path / "parc_meta.json").read_text()).get("about", {}) if (
-        path / "parc_meta.json").exists() else {}
-    return write_hf(checkpoint.export(path), about, out)
-
-
 def write_hf(params: dict, about: dict, out: str | Path) -> Path:
-    """Write `out`/model.safetensors and `out`/config.json (`out` new or empty)."""
-    from safetensors.torch import save_file
+    """Write `out`/model.safetensors and `out`/config.json, whole or not at all, into a new
+    or empty directory or over an earlier export (codegen/target.py's rules)."""
+    from safetensors.torch import save
+
+    from ..compiler.codegen.target import write_whole
 
     hyper = about.get("hyper", {})
     if "heads" not in hyper:
         raise ExportError("the checkpoint does not say how many heads the model has (it was "
                           "written by an older parc); export it as a state dict instead")
     state, config = hf_layout(params, hyper)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} exists and is not an empty directory")
-    out.mkdir(parents=True, exist_ok=True)
     config["torch_dtype"] = "float32"
-    save_file({k: v.contiguous().float() for k, v in state.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    return out
+    weights = save({k: v.contiguous().float() for k, v in state.items()},
+                   metadata={"format": "pt"})
+    return write_whole(out, {"model.safetensors": weights,
+                             "config.json": json.dumps(config, indent=1) + "\n"},
+                       kind="hf model")

@@ -14,16 +14,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, optim
+from . import checkpoint, optim, watchdog
+from .checkpoint_meta import about
 from .data import Data
 from .executor import Executor
-from .mesh import Mesh, build_mesh, init_distributed, steady_timeouts
+from .failure import record as record_failure
+from .mesh import Mesh, build_mesh, first_step_timeout, init_distributed, steady_timeouts
+from .metrics import Metrics
 from .params import init_full, shard
 from .programs import sibling
 from .step_totals import reduce_loss, reduce_step
 from .sync import GROUPS, GradientSync
 from .tensorboard import Board
-from .weights import fit, load_weights
+from .weights import WeightsError, fit, load_weights
 
 
 def load_program(program_dir: str | Path) -> dict:
@@ -53,8 +56,8 @@ class Program:
                 for p in stage["params"]:
                     if imported is not None:
                         if p["name"] not in imported:
-                            raise KeyError(f"the weights file has no `{p['name']}` (it has "
-                                           f"{len(imported)} tensors)")
+                            raise WeightsError(f"the weights file has no `{p['name']}` (it "
+                                               f"has {len(imported)} tensors)")
                         full = fit(p["name"], imported[p["name"]], tuple(p["shape"]))
                     else:
                         full = init_full(p["name"], tuple(p["shape"]),
@@ -104,8 +107,8 @@ class Program:
         return out
 
 
-def run_steps(program: Program, steps: int, metrics=None, dump: str | None = None,
-              on_step=None, resume: bool = False, trace: str | None = None,
+def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
+              dump: str | None = None, on_step=None, resume: bool = False, trace: str | None = None,
               dump_steps: tuple[int, ...] | None = None) -> list[float]:
     """Train `steps` steps. `dump`: write loss, gradients and updated parameters after the last
     step into that directory, or after each of `dump_steps` into its `step<k>` there."""
@@ -126,6 +129,9 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
             raise FileNotFoundError("--resume: no complete checkpoint in "
                                     f"{ckpt['dir'] if ckpt else '(the spec sets none)'}")
         first = checkpoint.load(found, program.named_shards(), program.copies(), optimizer)
+    watchdog.at(None, "resume" if resume else "starting", executor)
+    if metrics is not None:
+        metrics.start(first)
     losses = []
     for step in range(first, steps):
         start = time.perf_counter()
@@ -135,7 +141,9 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         if traced and program.mesh is not None:
             dist.barrier()  # every rank starts the traced step together
             start = time.perf_counter()
+        watchdog.at(step, "step")
         result = executor.run(data, step, program.data_splits, trace=traced, sync=sync)
+        watchdog.at(step, "gradient sync and optimizer")
         sync.finish()
         totals = reduce_step(program, result.losses, train.get("grad_clip"))
         loss = totals.loss
@@ -149,9 +157,6 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
         optimizer.step()
         if where is not None:
             _dump(program, where, loss, "params")
-        if ckpt and (step + 1) % ckpt["every"] == 0:
-            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
-                            about=spec["about"])
         seconds = time.perf_counter() - start
         if step == first and program.mesh is not None:
             steady_timeouts(program.groups())
@@ -169,11 +174,15 @@ def run_steps(program: Program, steps: int, metrics=None, dump: str | None = Non
                   "peak_mem_bytes": totals.peak_bytes}
         if record_eval is not None:
             record["eval_loss"] = record_eval
-        if metrics is not None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+        if metrics is not None:  # before the checkpoint: see metrics.py
+            metrics.write(record)
         if on_step is not None:
             on_step(record)
+        watchdog.step_took(seconds)
+        if ckpt and (step + 1) % ckpt["every"] == 0:
+            watchdog.at(step, "checkpoint")
+            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
+                            about(spec))
     return losses
 
 
@@ -239,26 +248,30 @@ def _dump(program: Program, directory: str, loss: float, what: str) -> None:
 def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,
           dump: str | None = None, resume: bool = False, trace: str | None = None,
           tensorboard: str | None = None) -> list[float]:
-    """Entry point under torchrun."""
-    init_distributed()
-    spec = load_program(program_dir)
-    mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
-    program = Program(program_dir, mesh)
-    steps = steps if steps is not None else spec["train"]["steps"]
-    metrics = None
-    board = None
-    if out is not None and mesh.rank == 0:
-        os.makedirs(out, exist_ok=True)
-        mode = "a" if resume else "w"  # a resumed run continues the same metrics
-        metrics = open(Path(out) / "metrics.jsonl", mode)  # noqa: SIM115 - closed below
-    if tensorboard is not None and mesh.rank == 0:
-        board = Board(tensorboard)
+    """Entry point under torchrun. The rank dies with its launcher and reports where it is
+    (watchdog.py); an error is recorded for the launcher's summary (failure.py)."""
+    rank = int(os.environ.get("RANK", "0"))
+    job = Path(out) / "job" if out is not None else None
+    patience = first_step_timeout("nccl").total_seconds() if torch.cuda.is_available() else 0.0
+    beat = watchdog.start(rank, job, patience)
+    metrics = board = None
     try:
+        init_distributed()
+        spec = load_program(program_dir)
+        mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
+        program = Program(program_dir, mesh)
+        steps = steps if steps is not None else spec["train"]["steps"]
+        if out is not None and mesh.rank == 0:
+            metrics = Metrics(Path(out) / "metrics.jsonl")
+        if tensorboard is not None and mesh.rank == 0:
+            board = Board(tensorboard)
         losses = run_steps(program, steps, metrics, dump, resume=resume, trace=trace,
                            on_step=board)
-    except BaseException:
+    except BaseException as exc:
         # Leave at once: waiting for the others (a barrier, pending sends) would hang this
         # rank until the timeout; torchrun sees the exit and stops the whole job.
+        if job is not None:
+            record_failure(job, rank, exc, beat.step, beat.action())
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
@@ -266,8 +279,10 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
         metrics.close()
     if board is not None:
         board.close()
+    watchdog.at(steps, "finishing")
     dist.barrier()
     dist.destroy_process_group()
+    beat.stop()
     return losses
 
 

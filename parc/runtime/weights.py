@@ -79,11 +79,28 @@ def from_hf_llama(state: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+class WeightsError(ValueError):
+    """A weights file that cannot initialise the model (the message names what is wrong)."""
+
+
 def load_weights(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from `path`, renamed to parc's parameter names."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
+    """A state dict from `path`, renamed to parc's parameter names. Raises WeightsError when
+    the file is no state dict of tensors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: any error of the unpickler
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise WeightsError(f"cannot load it as a torch state dict ({type(exc).__name__}"
+                           f"{': ' + reason if reason else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"it holds a {type(state).__name__}, not a state dict (a dict of "
+                           "parameter names to tensors)")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise WeightsError(f"its entry `{str(key)[:60]}` is a {type(value).__name__}, not "
+                               "a tensor: it is no state dict")
     kind = layout(state)
     if kind == "hf_gpt2":
         return from_hf_gpt2(state)
@@ -103,5 +120,22 @@ def fit(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor
         rows = min(tensor.shape[0], shape[0])
         out[:rows] = tensor[:rows].float()
         return out
-    raise ValueError(f"imported `{name}` has shape {tuple(tensor.shape)}, the spec needs "
-                     f"{tuple(shape)}")
+    raise WeightsError(f"`{name}` has shape {tuple(tensor.shape)}, the spec needs "
+                       f"{tuple(shape)}")
+
+
+def check_weights(path: str, params: dict[str, tuple[int, ...]]) -> None:
+    """The file initialises every parameter (name -> full shape): it loads, holds each name
+    in a shape `fit` accepts, and only finite values. Raises WeightsError."""
+    imported = load_weights(path)
+    missing = [name for name in params if name not in imported]
+    if missing:
+        sample = ", ".join(f"`{k}`" for k in list(imported)[:3]) or "none"
+        more = f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"it has no `{missing[0]}`{more}; it holds {len(imported)} "
+                           f"tensors in parc's names, e.g. {sample}")
+    for name, shape in params.items():
+        tensor = fit(name, imported[name], shape)
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"`{name}` holds {bad} NaN or infinite values")

@@ -42,14 +42,18 @@ def test_resume_and_reshard(tmp_path, capsys):
     assert len(reference) == 6
 
     first = spec(tmp_path, "first", PP4, tmp_path / "ck")
-    assert main(["run", str(first), "--steps", "3", "--out", str(tmp_path / "a")]) == 0
+    # steps 3 and 4 are recorded past the newest checkpoint (step_3): as after a crash
+    assert main(["run", str(first), "--steps", "5", "--out", str(tmp_path / "a")]) == 0
     assert checkpoint.latest(tmp_path / "ck").name == "step_3"
     (tmp_path / "ck" / "step_6.tmp").mkdir()  # a save that was killed half way
     assert checkpoint.latest(tmp_path / "ck").name == "step_3"
 
     assert main(["run", str(first), "--out", str(tmp_path / "a"), "--resume"]) == 0
+    assert "resuming after step 3" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(6))  # every step once
     resumed = losses(tmp_path / "a")
-    assert len(resumed) == 6
     assert resumed == pytest.approx(reference, rel=1e-5)
 
     other = spec(tmp_path, "other", DP2_TP2, tmp_path / "ck")

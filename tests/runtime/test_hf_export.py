@@ -35,7 +35,8 @@ def test_exported_model_has_parcs_loss_in_transformers(example, cls, tmp_path, c
     program, checkpoints = trained(example, tmp_path)
     out = tmp_path / "hf"
     assert main(["export", str(checkpoints), "--hf", "-o", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json",
+                                               "parc_manifest.json"}
     hf = getattr(transformers, cls).from_pretrained(out).eval()
     torch.manual_seed(0)
     x = torch.randint(0, 64, (4, 17))
@@ -44,5 +45,7 @@ def test_exported_model_has_parcs_loss_in_transformers(example, cls, tmp_path, c
         want = F.cross_entropy(hf(input_ids=tokens).logits.flatten(0, 1), targets.flatten())
         (got,) = program.modules[0](tokens, targets)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert main(["export", str(checkpoints), "--hf", "-o", str(out)]) == 1  # not over it
-    assert "not an empty directory" in capsys.readouterr().err
+    assert main(["export", str(checkpoints), "--hf", "-o", str(out)]) == 0  # over itself
+    (out / "notes.txt").write_text("mine")  # a file parc did not write is never lost
+    assert main(["export", str(checkpoints), "--hf", "-o", str(out)]) == 1
+    assert "E398" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"

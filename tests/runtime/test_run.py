@@ -1,4 +1,5 @@
-"""`parc run` end to end, and jobs that fail or hang end promptly with the error shown."""
+"""`parc run` end to end, and a job hanging in its first step ends with the rank named
+(tests/runtime/test_job.py: killed launchers, stopped, hung and failing ranks)."""
 
 import json
 import math
@@ -59,15 +60,6 @@ def _broken(tmp_path: Path, statement: str) -> Path:
     return program
 
 
-def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
-    program = _broken(tmp_path, "raise RuntimeError('stage one exploded')")
-    start = time.monotonic()
-    status = launch(program, 4, tmp_path / "out", 2, lambda record: None)
-    assert status != 0
-    assert time.monotonic() - start < 60
-    assert "stage one exploded" in failure_summary(tmp_path / "out")
-
-
 def test_a_hanging_rank_ends_the_job(tmp_path, monkeypatch):
     monkeypatch.setenv("PARC_TIMEOUT_S", "10")
     program = _broken(tmp_path, "import time; time.sleep(3600)")
@@ -75,8 +67,12 @@ def test_a_hanging_rank_ends_the_job(tmp_path, monkeypatch):
     status = launch(program, 4, tmp_path / "out", 2, lambda record: None)
     assert status != 0
     assert time.monotonic() - start < 60
-    assert "Timed out" in failure_summary(tmp_path / "out") or "timed out" in (
-        tmp_path / "out" / "torchrun.log").read_text().lower()
+    summary = failure_summary(tmp_path / "out")
+    # the first step may wait (kernels compile): the p2p timeout ends it, and the summary
+    # names the rank the others waited for
+    assert summary.startswith(("rank 2 did not answer: it was still in step 0, F1.",
+                               "rank 3 did not answer: it was still in step 0, F1.")), summary
+    assert "timed out" in summary.lower() or "Timed out" in summary
 
 
 def test_traced_run_reports_predicted_against_measured(tmp_path, capsys):

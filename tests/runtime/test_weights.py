@@ -2,32 +2,23 @@
 download) give the same loss through parc's program as through transformers; a checkpoint
 exports as one state dict that imports again."""
 
-import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from parc.compiler.codegen.program import write_program
-from parc.compiler.plan import make_plan
 from parc.dsl.check import check_text
 from parc.runtime.train import Program
 
+from .serial import serial_program
+
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[2]
-SERIAL = "parallel on cpu4 {\n  mesh (pp = 1)\n}"
 
 
 def program_for(example: str, tmp: Path, weights: Path, **hyper) -> Program:
-    text = (ROOT / "examples" / example).read_text()
-    for key, value in hyper.items():
-        text = re.sub(rf"\b{key} = \d+", f"{key} = {value}", text, count=1)
-    text = text.replace("steps 20", f'steps 20\n  init "{weights}"')
-    text = re.sub(r"parallel on cpu4 \{.*?\n\}", SERIAL, text, flags=re.S)
-    text = text.replace("std.hw.cpu(devices = 4)", "std.hw.cpu(devices = 1)")
-    spec = check_text(text, str(tmp / "spec.par"))
-    return Program(write_program(make_plan(spec), tmp / "program", "spec.par"), None)
+    return Program(serial_program(example, tmp, f'init "{weights}"', **hyper), None)
 
 
 def parc_loss(program: Program, tokens, targets) -> torch.Tensor:

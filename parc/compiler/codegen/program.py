@@ -1,15 +1,12 @@
 """Writes the program directory: plan.json, stage_<k>.py, main.py, launch.txt.
 
-The directory is written whole or not at all: files go to a temporary sibling that is renamed
-into place, so a failed compile leaves no half-written output.
+The directory is written whole or not at all, and only where nothing else would be lost
+(target.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from ..schedules.posting import order_json
 from ..schedules.validate import runnable_order
 from ..summary import model_flops
 from .emit import Emitter, StageCode
+from .target import target_state, write_whole
 
 
 def _env() -> Environment:
@@ -55,8 +53,7 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
         "model": spec.model.name,
         # what a checkpoint keeps of the spec: enough to export or sample from it alone
         "about": {"model": spec.model.name,
-                  "hyper": {k: v for k, v in spec.model.hyper.items()
-                            if isinstance(v, int | float | bool)},
+                  "hyper": spec.model.numbers,
                   "spec": spec.file if spec.file.startswith("<") else
                   str(Path(spec.file).resolve()),
                   "source": spec.sources.get(spec.file, ""), "data": spec.train.data.path},
@@ -167,8 +164,10 @@ def _input_ranges(plan: Plan) -> dict[str, int]:
 
 def write_program(plan: Plan, out_dir: str | Path, source: str,
                   kernels: str | None = None) -> Path:
-    """Write the program; `kernels` overrides the spec's backend ("triton" or "torch")."""
+    """Write the program; `kernels` overrides the spec's backend ("triton" or "torch").
+    Raises ParcError (before compiling anything) where the directory may not be written."""
     out = Path(out_dir)
+    target_state(out)
     backend = kernels or plan.spec.parallel.kernel_backend
     emitter = Emitter(plan, backend)
     stages = emitter.stages()
@@ -188,20 +187,4 @@ def write_program(plan: Plan, out_dir: str | Path, source: str,
     data = plan_json(plan)
     data["program"] = program_json(plan, stages, backend)
     files["plan.json"] = json.dumps(data, indent=1) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        backup = None
-        if out.exists():
-            backup = out.parent / f".{out.name}.old"
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(out, backup)
-        os.replace(tmp, out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_whole(out, files)

@@ -24,7 +24,7 @@ def programs(tmp_path_factory):
 def test_files(programs):
     tiny = programs / "gpt_tiny"
     assert sorted(p.name for p in tiny.iterdir()) == [
-        "launch.txt", "main.py", "plan.json", "stage_0.py", "stage_1.py"]
+        "launch.txt", "main.py", "parc_manifest.json", "plan.json", "stage_0.py", "stage_1.py"]
     assert (tiny / "launch.txt").read_text().startswith(
         "torchrun --standalone --nproc_per_node=4 ")
     plan = json.loads((tiny / "plan.json").read_text())
@@ -89,3 +89,66 @@ def test_recompiling_replaces_the_directory_whole(tmp_path):
     assert main(["compile", str(ROOT / "examples/gpt_tiny.par"), "-o", str(out)]) == 0
     assert sorted(p.name for p in out.glob("stage_*.py")) == ["stage_0.py", "stage_1.py"]
     assert [p.name for p in tmp_path.iterdir()] == ["prog"]
+
+
+def test_compile_never_deletes_what_it_did_not_write(tmp_path, capsys, monkeypatch):
+    spec = tmp_path / "x" / "gpt.par"
+    spec.parent.mkdir()
+    spec.write_text((ROOT / "examples/gpt_tiny.par").read_text())
+    # the spec's own directory
+    assert main(["compile", str(spec), "-o", str(spec.parent)]) == 1
+    err = capsys.readouterr().err
+    assert "error[E398]" in err and "`gpt.par`" in err and "Traceback" not in err
+    assert spec.exists()
+    # a directory of someone's files
+    notes = tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "thesis.txt").write_text("years of work")
+    assert main(["compile", str(spec), "-o", str(notes)]) == 1
+    assert "holds no parc program" in capsys.readouterr().err
+    assert (notes / "thesis.txt").read_text() == "years of work" and (notes / "sub").is_dir()
+    # a file, and the working directory
+    assert main(["compile", str(spec), "-o", str(spec)]) == 1
+    assert "is a file" in capsys.readouterr().err and spec.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert main(["compile", str(spec), "-o", "."]) == 1
+    assert "working directory" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
+
+
+def test_compile_writes_new_empty_or_its_own_program(tmp_path, capsys):
+    spec = ROOT / "examples/gpt_tiny.par"
+    assert main(["compile", str(spec), "-o", str(tmp_path / "new")]) == 0
+    assert "(a new directory)" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["compile", str(spec), "-o", str(tmp_path / "empty")]) == 0
+    assert "(into the empty directory)" in capsys.readouterr().out
+    program = tmp_path / "new"
+    (program / "__pycache__").mkdir()  # python ran it
+    assert main(["compile", str(spec), "-o", str(program)]) == 0
+    assert "(replacing the parc program there)" in capsys.readouterr().out
+    (program / "parc_manifest.json").unlink()  # as parc wrote programs before manifests
+    assert main(["compile", str(spec), "-o", str(program)]) == 0
+    assert "(replacing the parc program there)" in capsys.readouterr().out
+    (program / "results.csv").write_text("mine")
+    assert main(["compile", str(spec), "-o", str(program)]) == 1
+    assert "`results.csv`, which parc did not write" in capsys.readouterr().err
+    assert (program / "results.csv").exists() and (program / "main.py").exists()
+
+
+def test_unwritable_output_is_a_diagnostic(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from parc.compiler.codegen import target
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(target.tempfile, "mkdtemp", read_only)
+    assert main(["compile", str(ROOT / "examples/gpt_tiny.par"), "-o",
+                 str(tmp_path / "prog")]) == 1
+    err = capsys.readouterr().err
+    assert "error[E397]" in err and "Read-only file system" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
