@@ -1,16 +1,12 @@
 """Every example passes `parc check`; the stdlib presets carry the published figures."""
 
-from pathlib import Path
 
 import pytest
 
 from parc.dsl.check import check_file, check_text
 from parc.dsl.loader import stdlib_modules
 
-ROOT = Path(__file__).resolve().parent.parent
-# gpt_stdlib reads token files examples/prepare_stdlib.py makes first (not in the repository):
-# tests/test_stdlib_example.py prepares them and checks, trains and samples it
-EXAMPLES = sorted(p for p in ROOT.glob("examples/*.par") if p.stem != "gpt_stdlib")
+from .examples import EXAMPLES, ROOT
 
 
 def test_required_examples_exist():

@@ -2,7 +2,6 @@
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +11,7 @@ from parc.compiler.ir_parse import IrSyntaxError, parse_graph
 from parc.compiler.passes import PASS_NAMES, lower
 from parc.compiler.verify import VerifyError, verify
 from parc.dsl.check import check_file
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(ROOT.glob("examples/*.par"))
+from tests.examples import EXAMPLES, ROOT
 
 
 @pytest.fixture(scope="module", params=EXAMPLES, ids=lambda p: p.stem)
