@@ -112,6 +112,7 @@ class Heartbeat:
         self.since = time.time()
         self._position: tuple | None = None
         self._stop = threading.Event()
+        self._writing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="parc-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
@@ -130,10 +131,14 @@ class Heartbeat:
         self._write()
 
     def at(self, step: int | None, phase: str) -> None:
-        """Where the training loop is: `phase` is "step" while the executor runs."""
+        """Where the training loop is: `phase` is "step" while the executor runs. A new step
+        is written at once, so that a rank stopped between two beats is seen where it is."""
         if self.first is None and step is not None:
             self.first = step
+        moved = step != self.step
         self.step, self.phase = step, phase
+        if moved:
+            self._write()
 
     def step_took(self, seconds: float) -> None:
         """A step's time (the first, which compiles kernels, does not count)."""
@@ -186,12 +191,13 @@ class Heartbeat:
     def _write(self) -> None:
         if self.file is None:
             return
-        try:
-            tmp = self.file.with_name(f".{self.file.name}.tmp")
-            tmp.write_text(json.dumps(self.beat()))
-            os.replace(tmp, self.file)
-        except Exception:
-            pass  # a full disk, say: the watchdog goes on (a silent rank is seen as stopped)
+        with self._writing:  # the thread and the training loop both write
+            try:
+                tmp = self.file.with_name(f".{self.file.name}.tmp")
+                tmp.write_text(json.dumps(self.beat()))
+                os.replace(tmp, self.file)
+            except Exception:
+                pass  # a full disk, say: the watchdog goes on (a silent rank counts as stopped)
 
     def _run(self) -> None:
         while True:

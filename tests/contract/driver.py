@@ -15,6 +15,12 @@ from parc.runtime.mesh import build_mesh, init_distributed
 from parc.runtime.train import Program, load_program, run_steps
 
 
+def dumped_steps(steps: int) -> tuple[int, ...]:
+    """The steps after which a run dumps its loss, gradients and parameters: the first, the
+    last, and the one before the last (the state the last step starts from)."""
+    return tuple(sorted({k for k in (0, steps - 2, steps - 1) if k >= 0}))
+
+
 def main() -> None:
     steps = int(sys.argv[1])
     pairs = sys.argv[2:]
@@ -23,7 +29,7 @@ def main() -> None:
         spec = load_program(program_dir)
         mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
         program = Program(program_dir, mesh)
-        losses = run_steps(program, steps, dump=dump, dump_steps=tuple(sorted({0, steps - 1})))
+        losses = run_steps(program, steps, dump=dump, dump_steps=dumped_steps(steps))
         dist.barrier()
         if mesh.rank == 0:
             Path(dump).mkdir(parents=True, exist_ok=True)

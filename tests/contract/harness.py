@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -149,22 +149,19 @@ class Tolerance:
     param_atol: float
     noise: float  # gradients below this share of the largest make Adam's update noise
     params: bool = True  # compare the updated parameters too
-    floor: float = 0.1  # a gradient's atol is never below this share of the model's largest
+    floor: float = 0.1  # a gradient's atol never counts it smaller than this share of the
+    # model's largest gradient: a small tensor rounds like the sums it is made of
 
     @staticmethod
     def of(precision: str, step: int = 0, optimizer: str = "adamw") -> Tolerance:
         if precision == "bf16":  # each program rounds its partial sums differently
             # Adam's update is about lr * sign(g): where bf16 rounding flips a small
             # gradient's sign the parameters differ by 2 lr, so under Adam the gradients are
-            # compared, and under SGD the first update too.
-            # After a step of Adam those 2 lr moves shift every later gradient alike, by up
-            # to a few percent of the model's largest gradient whatever the tensor's own
-            # size (measured: 4e-4, 3% of the largest, on a bias whose gradients are 2.4e-3,
-            # lr 3e-3; gone with lr 3e-5 or SGD): later steps are held to the model's scale.
-            later = step > 0 and optimizer == "adamw"
+            # compared, and under SGD the first update too. A bias summed over every row
+            # rounds by about 1% of the model's largest gradient in bf16 (measured: 2e-4 of
+            # 1.2e-2 on a bias whose own gradients are 2.2e-3, at the same parameters).
             return Tolerance(loss=2e-2, rtol=5e-2, atol=5e-2, param_atol=2e-3, noise=5e-2,
-                             params=step == 0 and optimizer != "adamw",
-                             floor=1.0 if later else 0.1)
+                             params=step == 0 and optimizer != "adamw", floor=0.5)
         if step > 0 and optimizer == "adamw":
             # after a step of Adam: where a gradient was rounding noise its update is +-lr in
             # either program, and the next gradients move with it; a wrong plan is off by
@@ -208,22 +205,38 @@ def compare_dumps(got_dir: Path, want_dir: Path, tol: Tolerance) -> None:
 
 def compare(dist_dump: Path, ref_dir: Path, ref_dump: Path, steps: int = 1,
             precision: str | None = None) -> list[float]:
-    """Every step's loss equals the reference's, and after the first and the last step every
-    parameter gradient and every updated parameter do (the first to fp32 rounding)."""
+    """Every step's loss follows the reference's curve; after the first step every gradient
+    and every updated parameter equal the reference's. The last step is also taken by the
+    reference from the parameters the parallel run reached, so that its loss and gradients
+    are held to one step's rounding, not to how far the two curves drifted apart (under bf16
+    and Adam, rounding flips the signs of small updates: 2 lr apart after one step)."""
     train = load_program(ref_dir)["train"]
     precision = precision or train["precision"]
     optimizer = train["optimizer"]["name"]
-    dumped = tuple(sorted({0, steps - 1}))
-    ref_losses = reference_steps(ref_dir, steps=steps, dump=str(ref_dump), dump_steps=dumped)
+    last = steps - 1
+    ref_losses = reference_steps(ref_dir, steps=steps, dump=str(ref_dump),
+                                 dump_steps=tuple(sorted({0, last})))
     got_losses = [float(x) for x in (dist_dump / "losses.txt").read_text().split()]
     assert len(got_losses) == len(ref_losses), (got_losses, ref_losses)
     for step, (a, b) in enumerate(zip(got_losses, ref_losses)):
         tol = Tolerance.of(precision, step, optimizer).loss
         assert abs(a - b) <= tol * max(1.0, abs(b)), ("loss", step, a, b)
-    for step in dumped:
+    # the curve: after step 0 everything; later, the parameters too where rounding allows
+    checks = [(0, ref_dump / "step0", Tolerance.of(precision, 0, optimizer))]
+    if last > 0 and precision != "bf16":
+        checks.append((last, ref_dump / f"step{last}", Tolerance.of(precision, last, optimizer)))
+    if last > 0:  # one step from the same place
+        _, reached = assemble(dist_dump / f"step{last - 1}", "params")
+        forced = ref_dump / "from_the_run"
+        reference_steps(ref_dir, steps=steps, dump=str(forced), dump_steps=(last,), start=last,
+                        params=reached)
+        checks.append((last, forced / f"step{last}",
+                       replace(Tolerance.of(precision, 0, optimizer), params=False)))
+    for step, want, tol in checks:
         try:
-            compare_dumps(dist_dump / f"step{step}", ref_dump / f"step{step}",
-                          Tolerance.of(precision, step, optimizer))
+            compare_dumps(dist_dump / f"step{step}", want, tol)
         except AssertionError as exc:
-            raise AssertionError(f"after step {step}: {exc}") from None
+            how = " (from the parameters the run reached)" if want.parent.name == \
+                "from_the_run" else ""
+            raise AssertionError(f"after step {step}{how}: {exc}") from None
     return ref_losses

@@ -1,6 +1,6 @@
 """Checkpoints: a run stopped after step k and resumed follows the uninterrupted run's loss
-curve, also when the resumed plan differs (pp=4 -> dp=2 x tp=2); interrupted saves are never
-loaded."""
+curve, dropout masks included, also when the resumed plan differs (pp=4 -> dp=2 x tp=2);
+interrupted saves are never loaded."""
 
 import json
 import re
@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spec(tmp: Path, name: str, parallel: str, ckpt: Path) -> Path:
+    """gpt_tiny with dropout: a resumed run must draw the masks the uninterrupted one drew."""
     text = (ROOT / "examples/gpt_tiny.par").read_text()
     text = text.replace("steps 20", f'steps 6\n  checkpoint every 3 to "{ckpt}"')
+    text = text.replace("embed(tokens, vocab, d)", "embed(tokens, vocab, d, 0.1)")
+    text = text.replace("block(x, heads)", "block(x, heads, 0.1)")
+    assert text.count("0.1)") == 2
     text = re.sub(r"parallel on cpu4 \{.*?\n\}", parallel, text, flags=re.S)
     path = tmp / f"{name}.par"
     path.write_text(text)

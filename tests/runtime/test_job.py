@@ -1,12 +1,8 @@
 """The launcher owns its ranks: killed by any signal, no rank outlives it; a stopped or hung
 rank is found and named within 30 s; a failed job says its root cause once."""
 
-import json
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,62 +10,23 @@ import pytest
 
 from parc.cli import main
 
+from .jobs import (
+    kill_all,
+    parc_run,
+    processes_of,
+    rank_pid,
+    steps_done,
+    two_rank_spec,
+    wait_for_steps,
+)
+
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT / "examples/gpt_tiny.par"
-TWO = "hardware cpu2 = std.hw.cpu(devices = 2)"  # two pipeline ranks: half the start-up
-PIPELINE = "parallel on cpu2 {\n  mesh (pp = 2)\n  stages auto\n  schedule 1f1b\n}"
+SPEC = Path(__file__).resolve().parents[2] / "examples/gpt_tiny.par"
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
-    """gpt_tiny on two processes (stage 0 on rank 0, stage 1 on rank 1)."""
-    text = SPEC.read_text().replace("hardware cpu4 = std.hw.cpu(devices = 4)", TWO)
-    path = tmp_path_factory.mktemp("spec") / "two.par"
-    path.write_text(re.sub(r"parallel on cpu4 \{.*?\n\}", PIPELINE, text, flags=re.S))
-    return path
-
-
-def processes_of(out: Path) -> list[int]:
-    """Live processes whose command line names `out` (parc, torchrun, the ranks)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(out).encode() in cmdline.read_bytes() and int(cmdline.parent.name) != \
-                    os.getpid():
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def kill_all(out: Path) -> None:
-    for pid in processes_of(out):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def steps_done(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def wait_for_steps(out: Path, count: int, process=None, limit: float = 120) -> None:
-    start = time.monotonic()
-    while steps_done(out) < count:
-        assert time.monotonic() - start < limit, "the job did not start training"
-        assert process is None or process.poll() is None, "parc ended before training"
-        time.sleep(0.2)
-
-
-def parc_run(spec: Path, out: Path) -> subprocess.Popen:
-    """`parc run` in a session of its own (so that its whole group can be killed)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "parc.cli", "run", str(spec), "--steps",
-                             "5000", "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    return two_rank_spec(tmp_path_factory.mktemp("spec"))
 
 
 @pytest.mark.parametrize("how", ["SIGKILL of parc", "SIGKILL of its process group",
@@ -101,11 +58,6 @@ def test_killing_the_launcher_ends_every_rank(two_ranks, tmp_path, how):
         kill_all(out)
         process.kill()
         process.wait()
-
-
-def rank_pid(out: Path, rank: int) -> int:
-    beat = json.loads((out / "job" / f"rank{rank}.json").read_text())
-    return beat["pid"]
 
 
 def test_a_stopped_rank_is_named_within_30_s(two_ranks, tmp_path):
