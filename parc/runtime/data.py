@@ -69,7 +69,7 @@ class Data:
             tokens = np.memmap(path, dtype=dtype, mode="r")
             cut = len(tokens) * 9 // 10
             self.tokens = {"all": tokens, "train": tokens[:cut], "heldout": tokens[cut:]}[part]
-        self._last: tuple | None = None  # (step, rows, batch): stages read several inputs
+        self._last: tuple | None = None  # (step, rows, inputs made): stages read several
         ints = [n for n, d in inputs.items() if d["dtype"].startswith(("i", "u"))]
         self.int_inputs = ints
         first = inputs[ints[0]] if ints else None
@@ -80,37 +80,42 @@ class Data:
               splits: list[tuple[int, int, int]]) -> torch.Tensor:
         """What a rank reads of input `name` for one microbatch of a step."""
         rows = local_rows(self.batch, microbatch, num_microbatches, splits)
-        return _cut(self.rows(step, rows)[name], splits)
+        return _cut(self.rows(step, rows, (name,))[name], splits)
 
     def global_batch(self, step: int) -> dict[str, torch.Tensor]:
         """Every row of a step (what the single-process reference and tests look at)."""
         return self.rows(step, list(range(self.batch)))
 
-    def rows(self, step: int, rows: list[int]) -> dict[str, torch.Tensor]:
-        if self._last is not None and self._last[:2] == (step, tuple(rows)):
-            return self._last[2]
-        out = self._make(step, rows)
-        self._last = (step, tuple(rows), out)
-        return out
+    def rows(self, step: int, rows: list[int],
+             names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Inputs `names` (all of them by default) of the given rows of a step. Only what is
+        asked is made: a stage that reads the tokens draws no labels, and the other way round;
+        the integer inputs are made together (they are views of the same sequences)."""
+        if self._last is None or self._last[:2] != (step, tuple(rows)):
+            self._last = (step, tuple(rows), {})
+        made = self._last[2]
+        for name in names if names is not None else tuple(self.inputs):
+            if name not in made:
+                made.update(self._make(step, rows, name))
+        return made
 
-    def _make(self, step: int, rows: list[int]) -> dict[str, torch.Tensor]:
+    def _make(self, step: int, rows: list[int], name: str) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        if self.int_inputs:
+        if name in self.int_inputs:
             x = self._sequences(step, rows, self.seq + 1)
-            for name in self.int_inputs:
-                if len(self.inputs[name]["shape"]) == 1:  # one label per sample
-                    out[name] = torch.from_numpy(x[:, -1].copy())
+            for each in self.int_inputs:
+                if len(self.inputs[each]["shape"]) == 1:  # one label per sample
+                    out[each] = torch.from_numpy(x[:, -1].copy())
                     continue
                 # `= next(tokens)`: the same sequences one position on; others unshifted
-                shifted = self.inputs[name].get("next_of") is not None
-                out[name] = torch.from_numpy((x[:, 1:] if shifted else x[:, :-1]).copy())
-        for name, d in self.inputs.items():
-            if name not in out:
-                parts = []
-                for row in rows:
-                    gen = torch.Generator().manual_seed(self.seed * 7919 + step * 65537 + row)
-                    parts.append(torch.randn(list(d["shape"][1:]), generator=gen))
-                out[name] = torch.stack(parts) if parts else torch.empty(0)
+                shifted = self.inputs[each].get("next_of") is not None
+                out[each] = torch.from_numpy((x[:, 1:] if shifted else x[:, :-1]).copy())
+            return out
+        parts = []
+        for row in rows:
+            gen = torch.Generator().manual_seed(self.seed * 7919 + step * 65537 + row)
+            parts.append(torch.randn(list(self.inputs[name]["shape"][1:]), generator=gen))
+        out[name] = torch.stack(parts) if parts else torch.empty(0)
         return out
 
     def _sequences(self, step: int, rows: list[int], length: int) -> np.ndarray:
