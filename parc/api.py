@@ -284,19 +284,41 @@ def report_run(directory: str | Path):
     return report(directory)
 
 
-def export(checkpoint: str | Path, out: str | Path) -> int:
-    """Write a checkpoint's parameters as one torch state dict; returns how many. Raises
-    ParcError for a damaged checkpoint (E393) or an output that cannot be written (E397)."""
-    import torch
+def find_checkpoint(directory: str | Path) -> Path:
+    """The checkpoint a command names (a step_K directory, or the newest under a `to`
+    directory), checked complete as a resume checks it: ParcError E392 when there is none,
+    E393 when it is damaged."""
+    from .runtime.checkpoint_meta import CheckpointError, inspect, locate
 
+    try:
+        path = locate(directory)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E392", str(exc), None)]) from None
+    try:
+        inspect(path)
+    except CheckpointError as exc:
+        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+    return path
+
+
+def _parameters(path: Path) -> dict:
     from .runtime.checkpoint import export as read
     from .runtime.checkpoint_meta import CheckpointError
 
-    _not_a_directory(Path(out), "-o")
     try:
-        state = read(checkpoint)
-    except CheckpointError as exc:
+        return read(path)
+    except CheckpointError as exc:  # tensor data that reads wrong past the index check
         raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+
+
+def export(checkpoint: str | Path, out: str | Path) -> int:
+    """Write a checkpoint's parameters as one torch state dict; returns how many. Raises
+    ParcError for no checkpoint (E392), a damaged one (E393) or an output that cannot be
+    written (E397)."""
+    import torch
+
+    _not_a_directory(Path(out), "-o")
+    state = _parameters(find_checkpoint(checkpoint))
     _replace_file(out, lambda handle: torch.save(state, handle), binary=True)
     return len(state)
 
@@ -305,21 +327,12 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """Write a checkpoint of the std GPT or LLaMA as a Hugging Face model directory; returns
     it. Raises ParcError for no checkpoint (E392), a damaged one (E393), one of another model
     (E387), or an output directory that holds other files (E398) or cannot be written (E397)."""
-    from .runtime.checkpoint import export as read
-    from .runtime.checkpoint_meta import CheckpointError, inspect, locate
+    from .runtime.checkpoint_meta import inspect
     from .runtime.hf_export import ExportError, write_hf
 
+    path = find_checkpoint(checkpoint)
     try:
-        path = locate(checkpoint)
-    except CheckpointError as exc:
-        raise ParcError([Diagnostic("E392", str(exc), None)]) from None
-    try:
-        about = inspect(path).about
-        params = read(path)
-    except CheckpointError as exc:
-        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
-    try:
-        return write_hf(params, about, out)
+        return write_hf(_parameters(path), inspect(path).about, out)
     except ExportError as exc:
         raise ParcError([Diagnostic("E387", str(exc), None)]) from None
 

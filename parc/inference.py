@@ -18,7 +18,7 @@ from .dsl.check import check_file, check_text
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 from .runtime import checkpoint, functional
-from .runtime.checkpoint_meta import CheckpointError, inspect, locate
+from .runtime.checkpoint_meta import inspect
 from .runtime.train import Program
 
 
@@ -29,14 +29,10 @@ def _fail(message: str) -> ParcError:
 def resolve(directory: str | Path, need_spec: bool = True) -> tuple[Path, dict]:
     """A checkpoint (or the `to` directory of `checkpoint every N to`: its latest), checked
     complete (E392/E393, as a resume checks it), and the settings it records."""
-    try:
-        path = locate(directory)
-    except CheckpointError as exc:
-        raise ParcError([Diagnostic("E392", str(exc), None)]) from None
-    try:
-        about = inspect(path).about
-    except CheckpointError as exc:
-        raise ParcError([Diagnostic("E393", str(exc), None)]) from None
+    from .api import find_checkpoint
+
+    path = find_checkpoint(directory)
+    about = inspect(path).about
     if need_spec and not about.get("source"):
         raise _fail(f"{path} was written by an older parc: its metadata has no spec")
     return path, about

@@ -344,9 +344,27 @@ def test_export_of_a_damaged_checkpoint(case, checkpoints, tmp_path, capsys):
 
 
 def test_export_needs_a_file_to_write(checkpoints, tmp_path, capsys):
-    refused(capsys, ["export", str(tmp_path / "none"), "-o", str(tmp_path / "w.pt")], "E393",
-            "no checkpoint at")
+    refused(capsys, ["export", str(tmp_path / "none"), "-o", str(tmp_path / "w.pt")], "E392",
+            "does not exist")
     refused(capsys, ["export", str(checkpoints["same"]), "-o", str(tmp_path)], "E397",
             "is a directory")
     assert main(["export", str(checkpoints["same"]), "-o", str(tmp_path / "w.pt")]) == 0
     assert torch.load(tmp_path / "w.pt", weights_only=True).keys() == good_weights().keys()
+
+
+@pytest.mark.parametrize("command", [["sample", "{ck}", "--prompt", "x"],
+                                     ["eval", "{spec}", "--checkpoint", "{ck}"],
+                                     ["export", "{ck}", "--hf", "-o", "{out}"]])
+def test_every_command_that_reads_a_checkpoint_checks_it(command, checkpoints, tmp_path,
+                                                          capsys):
+    ck = tmp_path / "ck"
+    spec = spec_file(tmp_path)
+
+    def argv(where: Path) -> list[str]:
+        return [a.format(ck=where, spec=spec, out=tmp_path / "hf") for a in command]
+
+    refused(capsys, argv(tmp_path / "none"), "E392", "does not exist")
+    shutil.copytree(checkpoints["same"], ck)
+    DAMAGED["meta truncated"][0](ck / "step_4")
+    refused(capsys, argv(ck), "E393", "parc_meta.json")
+    assert not (tmp_path / "hf").exists()
