@@ -13,7 +13,7 @@ import torch
 
 from .compiler.codegen.program import write_program
 from .compiler.plan import make_plan
-from .compiler.reference import reference_spec
+from .compiler.reference import serial_spec
 from .dsl.check import check_file, check_text
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
@@ -48,15 +48,7 @@ class Loaded:
         spec = check_file(spec_file) if spec_file is not None else \
             check_text(about["source"], about["spec"])
         self.data_path = spec.train.data.path
-        serial = reference_spec(spec, make_plan(spec))
-        if serial.parallel.schedule.name == "skip":  # inference runs the whole model
-            from dataclasses import replace
-
-            from .dsl.spec import ScheduleSpec
-
-            serial = replace(serial, parallel=replace(serial.parallel, mesh=(("pp", 1),),
-                                                      stages="auto",
-                                                      schedule=ScheduleSpec("gpipe")))
+        serial = serial_spec(spec)  # the whole model, every layer for every token
         self.spec: Spec = serial
         self.dir = Path(tempfile.mkdtemp(prefix="parc_model_"))
         self.program = Program(write_program(make_plan(serial), self.dir / "program",

@@ -2,7 +2,10 @@
 parallel axis removed, for the correctness contract (DESIGN.md section 6).
 
 A skip schedule changes which layers each microbatch runs, so its reference keeps the same
-stages and per-microbatch paths; every other reference is one stage holding the whole model.
+stages and per-microbatch paths. Under `precision bf16` stages send activations and their
+gradients in bf16, so the reference keeps the plan's stages too (run in order, GPipe, in one
+process) and rounds where the plan rounds. Every other reference is one stage holding the
+whole model, as `serial_spec` makes for inference.
 """
 
 from __future__ import annotations
@@ -15,11 +18,20 @@ from .plan import Plan
 
 def reference_spec(spec: Spec, plan: Plan) -> Spec:
     par = spec.parallel
+    stages = tuple(tuple(s.units) for s in plan.stages)
     if par.schedule.name == "skip":
-        mesh = (("pp", par.axis_size("pp")),)
-        stages = tuple(tuple(s.units) for s in plan.stages)
-        schedule = par.schedule
+        serial = replace(par, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
+                         recompute=())
+    elif spec.train is not None and spec.train.precision == "bf16" and len(stages) > 1:
+        serial = replace(par, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
+                         schedule=ScheduleSpec("gpipe"), recompute=())
     else:
-        mesh, stages, schedule = (("pp", 1),), "auto", ScheduleSpec("gpipe")
-    serial = replace(par, mesh=mesh, sbp={}, stages=stages, schedule=schedule, recompute=())
+        return serial_spec(spec)
+    return replace(spec, parallel=serial)
+
+
+def serial_spec(spec: Spec) -> Spec:
+    """The spec as one stage in one process (all of the model, GPipe)."""
+    serial = replace(spec.parallel, mesh=(("pp", 1),), sbp={}, stages="auto",
+                     schedule=ScheduleSpec("gpipe"), recompute=())
     return replace(spec, parallel=serial)

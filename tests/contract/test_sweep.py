@@ -16,10 +16,14 @@ from .sweep import run_sweep
 from .tuned import tuned_plans
 
 SEED, COUNT, TUNED = 0, 44, 6
+# plans a larger sweep failed on, kept in the sample once fixed: bf16 pipelines with dropout
+# whose reference did not round where the stages send in bf16
+FOUND = [(3, 287), (3, 409)]
 
 
 def sample():
-    return generate(SEED, COUNT) + tuned_plans(SEED, TUNED)
+    return generate(SEED, COUNT) + tuned_plans(SEED, TUNED) + \
+        [generate_plan(seed, index) for seed, index in FOUND]
 
 
 def test_plans_are_reproducible_from_their_seed_and_index():
