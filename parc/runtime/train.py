@@ -109,8 +109,8 @@ class Program:
 
 def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
               dump: str | None = None, on_step=None, resume: bool = False, trace: str | None = None,
-              dump_steps: tuple[int, ...] | None = None, start: int = 0) -> list[float]:
-    """Train up to step `steps`, from step `start` (or a resumed checkpoint's). `dump`: write
+              dump_steps: tuple[int, ...] | None = None, from_step: int = 0) -> list[float]:
+    """Train up to step `steps`, from step `from_step` (or a resumed checkpoint's). `dump`: write
     loss, gradients and updated parameters after the last step into that directory, or after
     each of `dump_steps` into its `step<k>` there."""
     spec = program.spec
@@ -123,7 +123,7 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
     sync = GradientSync(program, executor.last_passes())
     optimizer = optim.build(program)
     ckpt = train.get("checkpoint")
-    first = start
+    first = from_step
     if resume:
         found = checkpoint.latest(ckpt["dir"]) if ckpt else None
         if found is None:
@@ -288,16 +288,16 @@ def train(program_dir: str | Path, steps: int | None = None, out: str | None = N
 
 
 def reference_steps(program_dir: str | Path, steps: int = 1, dump: str | None = None,
-                    dump_steps: tuple[int, ...] | None = None, start: int = 0,
+                    dump_steps: tuple[int, ...] | None = None, from_step: int = 0,
                     params: dict[str, torch.Tensor] | None = None) -> list[float]:
     """The same program in this process, every stage here, no communication: it must be
     compiled from the spec with parallelism removed (a mesh of the pipeline axis alone).
     `params` (name -> full tensor) replaces the initial parameters, to take steps from
-    `start` on from a state another run reached."""
+    `from_step` on from a state another run reached."""
     program = Program(program_dir, None)
     if params is not None:
         with torch.no_grad():
             for name, tensors in program.copies().items():
                 for tensor in tensors:
                     tensor.copy_(params[name])
-    return run_steps(program, steps, None, dump, dump_steps=dump_steps, start=start)
+    return run_steps(program, steps, None, dump, dump_steps=dump_steps, from_step=from_step)

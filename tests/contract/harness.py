@@ -229,7 +229,7 @@ def compare(dist_dump: Path, ref_dir: Path, ref_dump: Path, steps: int = 1,
     if last > 0:  # one step from the same place
         _, reached = assemble(dist_dump / f"step{last - 1}", "params")
         forced = ref_dump / "from_the_run"
-        reference_steps(ref_dir, steps=steps, dump=str(forced), dump_steps=(last,), start=last,
+        reference_steps(ref_dir, steps=steps, dump=str(forced), dump_steps=(last,), from_step=last,
                         params=reached)
         checks.append((last, forced / f"step{last}",
                        replace(Tolerance.of(precision, 0, optimizer), params=False)))
