@@ -16,7 +16,7 @@ from ..ops.comm import COMMS, SYNC_BUCKET_BYTES, backward_bytes, forward_bytes, 
 from ..ops.costs import nbytes, numel, op_cost
 from ..ops.sbp import Sbp
 from .ir import Graph, Op
-from .links import axis_link
+from .links import axis_link, pipeline_links
 from .peephole import linear_pairs
 from .step_sync import step_syncs
 
@@ -48,6 +48,7 @@ class CostModel:
         self.param_like = self._parameter_values()
         self.step_synced = set(step_syncs(graph))  # gradient all-reduces run once per step
         self._concrete: dict = {}
+        self._links: dict[tuple[int, int], frozenset] = {}
         # results of ops that run inside another op's kernel: a matmul with its bias add
         # (one F.linear), and with the Triton backend all but the last op of a fused chain
         self.inner: set[str] = set(linear_pairs(graph, graph.ops))
@@ -66,12 +67,18 @@ class CostModel:
     def axis_link(self, axis: str, collective: bool = True) -> tuple[float, float]:
         return axis_link(self.graph.mesh, self.hw, axis, collective)
 
-    def p2p_time(self, size: float) -> float:
-        """A point-to-point transfer between neighbouring pipeline stages."""
+    def p2p_time(self, size: float, src: int = 0, dst: int = 1) -> float:
+        """A point-to-point transfer from pipeline rank `src` to `dst` (by default between
+        neighbours; with `regions` the ranks' own links)."""
         if "pp" not in dict(self.graph.mesh):
             return 0.0
-        bandwidth, latency = self.axis_link("pp", collective=False)
-        return latency + size / bandwidth
+        if self.hw.regions is None:
+            bandwidth, latency = self.axis_link("pp", collective=False)
+            return latency + size / bandwidth
+        key = (src, dst)
+        if key not in self._links:
+            self._links[key] = pipeline_links(self.graph.mesh, self.hw, src, dst)
+        return max(latency + size / bandwidth for bandwidth, latency in self._links[key])
 
     # ---- sizes
     def shard_factor(self, op: Op) -> int:

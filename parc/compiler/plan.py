@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..dsl.spec import Spec
+from ..dsl.spec import ScheduleSpec, Spec
 from .cost import CostModel, optimizer_state_bytes, optimizer_time
 from .ir import Graph
 from .passes import lower
@@ -13,6 +13,7 @@ from .passes.partition import Partition, StageConfig, Unit, apply_partition, pla
 from .schedules import FIXED, Schedule, build, validated
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
+from .schedules.skip_paths import visit_shares
 from .schedules.validate import runnable_order, validate
 from .skip_check import check_skips
 
@@ -81,8 +82,13 @@ def stage_config(spec: Spec, family: str | None = None, virtual: int | None = No
                                              else 1)
     explicit = par.stages if isinstance(par.stages, tuple) and v == par.schedule.virtual \
         else None
-    return StageConfig(pp * v, pp, fam, microbatches or train.microbatches,
-                       par.hardware.memory, train.optimizer.name, explicit, par.recompute)
+    m = microbatches or train.microbatches
+    visits = None
+    if fam == "skip":
+        ratio = par.schedule.ratio if par.schedule.name == "skip" else 0.25
+        visits = visit_shares(pp, m, ratio)
+    return StageConfig(pp * v, pp, fam, m, par.hardware.memory, train.optimizer.name,
+                       explicit, par.recompute, visits)
 
 
 @dataclass
@@ -97,7 +103,8 @@ class Prediction:
 
 
 def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfig,
-            cost: CostModel, optimizer: str, ratio: float = 0.25, seed: int = 0) -> Prediction:
+            cost: CostModel, optimizer: str, ratio: float = 0.25, seed: int = 0,
+            schedule_spec: ScheduleSpec | None = None) -> Prediction:
     """Build the family's schedule over these stages, validate it and simulate it."""
     pp = config.pp
     stages = []
@@ -139,23 +146,25 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             times[("B", i)] = (st.bwd_input + st.bwd_weight - st.bwd_deferred +
                                SPLIT_WALK_OVERHEAD * overhead * st.num_ops)
             times[("W", i)] = st.bwd_deferred + SPLIT_CALL_OVERHEAD * overhead * st.deferred_ops
-    sends = [cost.p2p_time(st.send_bytes) for st in stages]
 
     def duration(action: Action) -> float:
         return times[(action.op, action.stage)]
+
+    def p2p(action: Action, src: int, dst: int) -> float:
+        """A forward sends its stage's output; a backward the gradient of its stage's input,
+        which is what the stage before it sends (a skipped stage passes on what it takes)."""
+        sender = action.stage if action.op == "F" else action.stage - 1
+        return cost.p2p_time(stages[sender].send_bytes, src, dst)
 
     virtual = config.num_stages // pp
     if config.family in FIXED:
         schedule = validated(config.family, pp, config.microbatches, virtual)
     else:
+        sched = schedule_spec or ScheduleSpec("skip", ratio=ratio, seed=seed)
         schedule = build(config.family, pp, config.microbatches, virtual=virtual, ratio=ratio,
-                         seed=seed, cost=duration)
+                         seed=seed, cost=duration, p2p=p2p, paths=sched.given,
+                         search=sched.paths == "search", reorder=sched.reorder)
         validate(schedule)
-
-    def p2p(action: Action, src: int, dst: int) -> float:
-        if action.op == "F":
-            return sends[action.stage]
-        return sends[schedule.prev_stage(action.stage, action.mb)]
 
     def saved(stage: int) -> float:
         # a split B also keeps the gradients its W needs (counted here from F to W)
@@ -213,7 +222,7 @@ def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
     sched = par.schedule
     ratio = sched.ratio if sched.name == "skip" else 0.25  # --compare on a non-skip spec
     pred = predict(part.units, part.bounds, config, cost, train.optimizer.name, ratio,
-                   sched.seed)
+                   sched.seed, sched if sched.name == "skip" else None)
     check_skips(spec, graph, pred.schedule)
     readers: dict[str, set[int]] = {}
     for op in graph.ops:

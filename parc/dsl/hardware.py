@@ -9,12 +9,41 @@ from .settings import (
     SettingEvaluator,
     fraction,
     ident,
+    is_int,
     is_number,
     positive_int,
     quantity,
     read_settings,
 )
 from .spec import HardwareSpec
+
+
+def _regions(values, span, err, key):
+    """`regions [0, 0, 1, 1]`: the region of each node, numbered from 0."""
+    if len(values) != 1 or not isinstance(values[0], list) or not values[0] or \
+            not all(is_int(v) and v >= 0 for v in values[0]):
+        return err("E146", "`regions` takes one list: the region of each node, numbered "
+                   "from 0, e.g. `regions [0, 0, 1, 1]`", span)
+    found = sorted(set(values[0]))
+    if found != list(range(len(found))):
+        return err("E146", f"`regions` must number the regions 0..{len(found) - 1} without "
+                   f"gaps, got {', '.join(map(str, found))}", span)
+    return tuple(values[0])
+
+
+def _per_pair(kind: str):
+    """One figure for every pair of regions, or one per pair in the order (0, 1), (0, 2), ...,
+    (1, 2), ...: a list of `value unit`, comma separated."""
+    def rule(values, span, err, key):
+        out = []
+        for value in values:
+            one = quantity(kind)([value], span, err, key)
+            if one is POISON:
+                return POISON
+            out.append(one)
+        return tuple(out)
+    return rule
+
 
 SCHEMA = {
     "device": ident("cpu", "cuda"),
@@ -30,6 +59,9 @@ SCHEMA = {
     "inter_latency": quantity("time"),
     "efficiency": fraction,
     "op_overhead": quantity("time"),
+    "regions": _regions,
+    "region_bw": _per_pair("bandwidth"),
+    "region_latency": _per_pair("time"),
 }
 REQUIRED = ("devices", "memory", "flops_f32", "mem_bw", "intra_bw", "intra_latency")
 
@@ -84,6 +116,9 @@ def instantiate(name: str, node: ast.HardwareDef, args, kwargs, span, err,
         err("E149", f"{where} has {devices // per_node} nodes but no `inter_bw` and "
             "`inter_latency`", node.span)
         return None
+    links = _region_links(values, spans, node, per_node, devices, where, err)
+    if links is POISON:
+        return None
     return HardwareSpec(
         name=name, device=values.get("device", "cuda"), devices=devices,
         devices_per_node=per_node, memory=values["memory"], flops_f32=values["flops_f32"],
@@ -91,7 +126,41 @@ def instantiate(name: str, node: ast.HardwareDef, args, kwargs, span, err,
         intra_bw=values["intra_bw"], intra_latency=values["intra_latency"],
         inter_bw=values.get("inter_bw"), inter_latency=values.get("inter_latency"),
         efficiency=values.get("efficiency", 1.0), span=node.span,
-        op_overhead=values.get("op_overhead", 0.0))
+        op_overhead=values.get("op_overhead", 0.0), **links)
+
+
+def _region_links(values, spans, node, per_node, devices, where, err):
+    """`regions`, `region_bw` and `region_latency` as HardwareSpec fields, checked together."""
+    given = [k for k in ("regions", "region_bw", "region_latency") if k in values]
+    if not given:
+        return {}
+    if len(given) < 3:
+        missing = [f"`{k}`" for k in ("regions", "region_bw", "region_latency")
+                   if k not in values]
+        return err("E149", f"{where} sets {', '.join(f'`{k}`' for k in given)} but not "
+                   f"{', '.join(missing)}: regions need all three", spans[given[0]])
+    regions = values["regions"]
+    nodes = devices // per_node
+    if len(regions) != nodes:
+        return err("E146", f"`regions` names {len(regions)} node{'s' * (len(regions) != 1)} "
+                   f"but {where} has {nodes} ({devices} devices, {per_node} per node)",
+                   spans["regions"])
+    if "inter_bw" not in values:
+        return err("E149", f"{where} has regions but no `inter_bw` and `inter_latency` (the "
+                   "link between nodes of one region)", node.span)
+    count = max(regions) + 1
+    pairs = count * (count - 1) // 2
+    out = {"regions": regions}
+    for key, field in (("region_bw", "region_bw"), ("region_latency", "region_latency")):
+        figures = values[key]
+        if len(figures) == 1:
+            figures = figures * pairs
+        if len(figures) != pairs:
+            return err("E146", f"`{key}` takes one figure, or one per pair of the {count} "
+                       f"regions ({pairs}: (0, 1), (0, 2), ...), not {len(values[key])}",
+                       spans[key])
+        out[field] = figures
+    return out
 
 
 def hardware_of(entity: Entity, spaces: dict[str, Namespace], err) -> HardwareSpec | None:

@@ -12,7 +12,7 @@ from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec
 
 PIPELINE_AXIS = "pp"
 SCHEDULES = {"gpipe": {}, "1f1b": {}, "interleaved": {"virtual": 2}, "zb_h1": {},
-             "skip": {"ratio": 0.25, "seed": 0}}
+             "skip": {"ratio": 0.25, "seed": 0, "paths": Ident("search"), "reorder": False}}
 
 
 def _recompute(values, span, err, key):
@@ -186,10 +186,21 @@ class ParallelChecker:
                                  node.span)
             if not is_int(seed) or seed < 0:
                 return self.fail("E335", "`seed` must be a non-negative integer", node.span)
+            paths, reorder = values["paths"], values["reorder"]
+            if not isinstance(paths, Ident) or paths.name not in ("search", "greedy"):
+                return self.fail("E335", f"`paths` must be `search` or `greedy`, not "
+                                 f"{show(paths)}", node.span)
+            if not isinstance(reorder, bool):
+                return self.fail("E335", f"`reorder` must be true or false, not "
+                                 f"{show(reorder)}", node.span)
             if pp < 3:
                 return self.fail("E335", "skip needs pp >= 3: the first and last stages are "
                                  "never skipped", node.span)
-            return ScheduleSpec("skip", ratio=float(ratio), seed=seed, span=node.span)
+            if reorder and pp < 4:
+                return self.fail("E335", "`reorder` needs pp >= 4: it swaps two adjacent "
+                                 "middle stages", node.span)
+            return ScheduleSpec("skip", ratio=float(ratio), seed=seed, span=node.span,
+                                paths=paths.name, reorder=reorder)
         return ScheduleSpec(node.name, span=node.span)
 
     # ---- sbp

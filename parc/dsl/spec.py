@@ -96,10 +96,31 @@ class HardwareSpec:
     efficiency: float
     span: Span | None = _span()
     op_overhead: float = 0.0  # seconds each op costs beyond its arithmetic (launch, dispatch)
+    # heterogeneous networks: the region of each node, and per pair of regions (0, 1), (0, 2),
+    # ..., (1, 2), ... the bandwidth and latency of one device's transfer between them
+    regions: tuple[int, ...] | None = None
+    region_bw: tuple[float, ...] = ()
+    region_latency: tuple[float, ...] = ()
 
     @property
     def num_nodes(self) -> int:
         return self.devices // self.devices_per_node
+
+    def node_of(self, device: int) -> int:
+        return device // self.devices_per_node
+
+    def link(self, a: int, b: int) -> tuple[float, float]:
+        """(bandwidth, latency) of one device's point-to-point transfer from device a to b."""
+        na, nb = self.node_of(a), self.node_of(b)
+        if na == nb or self.inter_bw is None:
+            return self.intra_bw, self.intra_latency
+        latency = self.inter_latency or self.intra_latency
+        if self.regions is None or self.regions[na] == self.regions[nb]:
+            return self.inter_bw, latency
+        i, j = sorted((self.regions[na], self.regions[nb]))
+        count = max(self.regions) + 1
+        pair = i * count - i * (i + 1) // 2 + (j - i - 1)
+        return self.region_bw[pair], self.region_latency[pair]
 
 
 @dataclass(frozen=True)
@@ -167,6 +188,12 @@ class ScheduleSpec:
     ratio: float = 0.0
     seed: int = 0
     span: Span | None = _span()
+    # skip: `paths = search` finds fast paths, `greedy` takes the least skipped stages;
+    # `reorder` lets a path swap two adjacent stages; `given` fixes every microbatch's path
+    # (the contract's reference runs the plan's own)
+    paths: str = "search"
+    reorder: bool = False
+    given: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass(frozen=True)

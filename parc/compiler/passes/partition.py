@@ -26,6 +26,9 @@ class StageConfig:
     optimizer: str = "adamw"
     explicit: tuple[tuple[str, ...], ...] | None = None
     recompute: tuple[str, ...] = ()
+    # the share of microbatches each stage runs (skip paths leave middle stages out): the
+    # balance weighs a stage's time by it, so a stage skipped more often takes more layers
+    visits: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -160,8 +163,12 @@ def stage_memory(units: list[Unit], start: int, stop: int, config: StageConfig,
     return static + whole * inflight(config, stage)
 
 
-def _stage_time(units, start, stop, cost: CostModel) -> float:
-    return sum(u.time for u in units[start:stop]) + cost.p2p_time(units[stop - 1].out_bytes)
+def _stage_time(units, start, stop, cost: CostModel, stage: int, config: StageConfig) -> float:
+    """A stage's compute and send per microbatch, weighed by the share that visits it."""
+    pp = config.pp
+    share = config.visits[stage] if config.visits else 1.0
+    return share * (sum(u.time for u in units[start:stop]) + cost.p2p_time(
+        units[stop - 1].out_bytes, stage % pp, (stage + 1) % pp))
 
 
 def _prefix(values) -> list[float]:
@@ -179,9 +186,14 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
     time = _prefix(u.time for u in units)
     params = _prefix(u.param_numel for u in units)
     acts = _prefix(u.act_bytes for u in units)
-    send = [cost.p2p_time(u.out_bytes) for u in units]
+    pp = config.pp
+    # what stage s sends crosses the link from its rank to the next stage's
+    send = [[cost.p2p_time(u.out_bytes, s % pp, (s + 1) % pp) for u in units]
+            for s in range(k)] if cost.hw.regions is not None else \
+        [[cost.p2p_time(u.out_bytes) for u in units]] * k
     per_param = 4 + 4 + optimizer_state_bytes(config.optimizer)
     recompute = "all" in config.recompute
+    share = config.visits or (1.0,) * k
     best = [[inf] * (n + 1) for _ in range(k + 1)]
     cut = [[0] * (n + 1) for _ in range(k + 1)]
     best[0][0] = 0.0
@@ -191,7 +203,8 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
             for j in range(s - 1, i):
                 if best[s - 1][j] == inf:
                     continue
-                worst = max(best[s - 1][j], time[i] - time[j] + send[i - 1])
+                worst = max(best[s - 1][j],
+                            (time[i] - time[j] + send[s - 1][i - 1]) * share[s - 1])
                 if worst >= best[s][i]:
                     continue
                 whole = acts[i] - acts[j]
@@ -210,20 +223,22 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
 
 
 def _explain(units, bounds, config, cost) -> list[str]:
-    times = [_stage_time(units, a, b, cost) for a, b in bounds]
+    times = [_stage_time(units, a, b, cost, s, config) for s, (a, b) in enumerate(bounds)]
     slowest = max(times)
-    lines = []
+    lines = [] if not config.visits else [
+        "stage times are weighed by the share of microbatches whose paths visit the stage: "
+        + ", ".join(f"{v:.0%}" for v in config.visits)]
     for s in range(len(bounds) - 1):
         (a, b), (_, d) = bounds[s], bounds[s + 1]
         reasons = []
         if b - a > 1:  # move the last unit of stage s to stage s+1
-            t = _stage_time(units, b - 1, d, cost)
+            t = _stage_time(units, b - 1, d, cost, s + 1, config)
             mem = stage_memory(units, b - 1, d, config, s + 1)
             why = (f"stage {s + 1} would need {mem / 1e9:.2f} GB" if mem > config.memory
                    else f"stage {s + 1} would take {t * 1e3:.3f} ms")
             reasons.append(f"moving `{units[b - 1].name}` later: {why}")
         if d - b > 1:  # move the first unit of stage s+1 to stage s
-            t = _stage_time(units, a, b + 1, cost)
+            t = _stage_time(units, a, b + 1, cost, s, config)
             mem = stage_memory(units, a, b + 1, config, s)
             why = (f"stage {s} would need {mem / 1e9:.2f} GB" if mem > config.memory
                    else f"stage {s} would take {t * 1e3:.3f} ms")

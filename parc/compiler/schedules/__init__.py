@@ -29,9 +29,12 @@ def validated(family: str, num_ranks: int, num_microbatches: int, virtual: int =
 
 
 def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
-          ratio: float = 0.0, seed: int = 0, cost=None) -> Schedule:
+          ratio: float = 0.0, seed: int = 0, cost=None, p2p=None, paths=None,
+          search: bool = True, reorder: bool = False) -> Schedule:
     """The schedule of a family for p ranks and m microbatches. The families ordered by list
-    scheduling (zb_h1, skip) use `cost(action)` when given, uniform costs otherwise."""
+    scheduling (zb_h1, skip) use `cost(action)` when given, uniform costs otherwise; skip
+    also `p2p(action, src, dst)` (message times), and takes its `paths` as given or finds
+    them (skip_paths.py: `search`, `reorder`)."""
     if family == "gpipe":
         return gpipe(num_ranks, num_microbatches)
     if family == "1f1b":
@@ -41,7 +44,8 @@ def build(family: str, num_ranks: int, num_microbatches: int, virtual: int = 1,
     if family == "zb_h1":
         return zb_h1(num_ranks, num_microbatches, cost)
     if family == "skip":
-        return skip(num_ranks, num_microbatches, ratio, seed, cost=cost)
+        return skip(num_ranks, num_microbatches, ratio, seed, cost=cost, p2p=p2p, paths=paths,
+                    search=search, reorder=reorder)
     raise ValueError(f"unknown schedule family `{family}`")
 
 

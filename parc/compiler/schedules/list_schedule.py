@@ -39,11 +39,15 @@ def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action]
     stage_mbs = {s: [m for m, path in enumerate(template.paths) if s in path]
                  for s in range(template.num_stages)}
 
+    deps = {a: template.dependencies(a) for a in expected}
+
     def ready_time(action: Action) -> float | None:
-        deps = template.dependencies(action)
-        if any(d not in done for d in deps):
-            return None
-        return max((done[d] for d in deps), default=0.0)
+        t = 0.0
+        for d in deps[action]:
+            if d not in done:
+                return None
+            t = max(t, done[d])
+        return t
 
     def choice(r: int) -> tuple[float, int, Action] | None:
         best = None

@@ -12,6 +12,7 @@ in the order they are posted, tags are ignored, and a group completes as one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .schedule import Action, Message, Schedule
@@ -113,25 +114,37 @@ def ticks(rank: tuple[Action, ...], order: _Order | None) -> list[list[Action]]:
     return out
 
 
-def candidate_orders(schedule: Schedule) -> list[tuple[tuple[Step, ...], ...]]:
+def candidate_orders(schedule: Schedule) -> Iterator[tuple[tuple[Step, ...], ...]]:
     """The posting orders to try, best first (validate.py keeps the first that NCCL can
     run): one action a tick; the same with sends that no receive follows held back to the
     next group (two ranks that send to each other in groups of their own wait on each other);
-    forward-backward pairs."""
-    return [posting_order(schedule, paired=False, hold_sends=False),
-            posting_order(schedule, paired=False, hold_sends=True),
-            posting_order(schedule, paired=True, hold_sends=False)]
+    forward-backward pairs. A schedule with `hold_hops` holds the sends of messages that
+    skip stages one tick longer in each of them."""
+    hold = schedule.hold_hops
+    yield posting_order(schedule, paired=False, hold_sends=False, hold_hops=hold)
+    yield posting_order(schedule, paired=False, hold_sends=True, hold_hops=hold)
+    yield posting_order(schedule, paired=True, hold_sends=False, hold_hops=hold)
 
 
-def posting_order(schedule: Schedule, paired: bool,
-                  hold_sends: bool) -> tuple[tuple[Step, ...], ...]:
+def is_hop(message: Message) -> bool:
+    """A message that skips stages (or goes against the stage order, a reordered path)."""
+    step = message.dst_stage - message.src_stage
+    return step != (1 if message.kind == "act" else -1)
+
+
+def posting_order(schedule: Schedule, paired: bool, hold_sends: bool,
+                  hold_hops: bool = False) -> tuple[tuple[Step, ...], ...]:
     """Every rank's steps: after each tick one group of what it sends and what the next tick
-    receives, waited for before the next tick runs."""
+    receives, waited for before the next tick runs. With `hold_hops` a send that skips stages
+    goes out one group later, as does every later send to that rank before it (messages to
+    a rank keep their order): its receiver, a stage further on, is ready about a tick later,
+    and the sender goes on meanwhile instead of waiting for it."""
     out = []
     order = _Order(schedule) if paired else None
     for rank in schedule.ranks:
         steps: list[Step] = []
         pending: list[P2P] = []
+        held: list[P2P] = []  # sends kept for the group after the next
         for tick in ticks(rank, order):
             for action in tick:
                 needs = schedule.receives(action)
@@ -140,11 +153,21 @@ def posting_order(schedule: Schedule, paired: bool,
             if pending and not (hold_sends and all(p.op == "send" for p in pending)):
                 steps.append(Step(post=_group(pending, schedule)))
                 pending = []
+            pending += held
+            held = []
             for action in tick:
                 steps.append(Step(run=action))
                 sent = schedule.sends(action)
-                if sent is not None:
-                    pending.append(P2P(op="send", message=sent, peer_stage=sent.dst_stage))
+                if sent is None:
+                    continue
+                p2p = P2P(op="send", message=sent, peer_stage=sent.dst_stage)
+                peer = schedule.stage_rank[sent.dst_stage]
+                if hold_hops and (is_hop(sent) or any(
+                        schedule.stage_rank[h.peer_stage] == peer for h in held)):
+                    held.append(p2p)
+                else:
+                    pending.append(p2p)
+        pending += held
         if pending:
             steps.append(Step(post=_group(pending, schedule)))
         out.append(tuple(steps))

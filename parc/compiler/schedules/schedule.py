@@ -36,6 +36,8 @@ class Schedule:
     split_backward: bool  # B computes input gradients only and W the weight gradients
     ranks: tuple[tuple[Action, ...], ...]
     forward_only: bool = False
+    # the posting order holds sends that skip stages one group longer (posting.py)
+    hold_hops: bool = False
 
     def next_stage(self, stage: int, mb: int) -> int | None:
         path = self.paths[mb]

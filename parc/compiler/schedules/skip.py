@@ -1,44 +1,23 @@
 """SkipPipe-style skip schedules: each microbatch follows a path that skips whole stages.
 
-The order on each rank comes from list scheduling under a few memory limits and priorities
-(and 1F1B order where it runs); the fastest in simulation wins, the leaner on a tie.
-
-The first stage (embedding) and the last (head and loss) are never skipped, and a path visits
-a stage at most once. Skips total ratio * middle stages * microbatches, spread evenly over the
-microbatches; the stages a microbatch skips are the ones skipped least so far (ties broken by
-a seeded shuffle), which spreads the load evenly and keeps consecutive microbatches from
-wanting the same rank at once.
+The paths come from skip_paths.py (rules, and the search for fast ones). The order on each
+rank comes from list scheduling under a few memory limits and priorities (and 1F1B order
+where it runs); the fastest under the runtime's posting order wins, the leaner on a tie.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable
 from dataclasses import replace
 
 from .list_schedule import list_schedule
+from .one_f_one_b import one_f_one_b
 from .schedule import Action, Schedule
 from .simulate import simulate, uniform_cost
+from .skip_paths import Paths, choose_paths, greedy_paths
 from .validate import runnable, runnable_order
 
-
-def skip_paths(num_stages: int, m: int, ratio: float, seed: int) -> tuple[tuple[int, ...], ...]:
-    middle = list(range(1, num_stages - 1))
-    total = math.floor(ratio * len(middle) * m + 0.5)  # skips over all microbatches
-    rng = random.Random(seed)
-    tiebreak = {s: rng.random() for s in middle}
-    skipped = {s: 0 for s in middle}
-    paths = []
-    for i in range(m):
-        k = (i + 1) * total // m - i * total // m  # spread the skips evenly over microbatches
-        chosen = set(sorted(middle, key=lambda s: (skipped[s], tiebreak[s]))[:k])
-        for s in chosen:
-            skipped[s] += 1
-        for s in middle:  # reshuffle ties so the rotation does not repeat one pattern
-            tiebreak[s] = rng.random()
-        paths.append(tuple(s for s in range(num_stages) if s not in chosen))
-    return tuple(paths)
+P2P = Callable[[Action, int, int], float]
 
 
 def achieved_ratio(schedule: Schedule) -> float:
@@ -66,6 +45,17 @@ def _one_f_one_b_order(template: Schedule) -> Schedule:
     return replace(template, ranks=tuple(ranks))
 
 
+def _filtered_order(template: Schedule) -> Schedule:
+    """1F1B's order over all microbatches with the skipped visits left out: every rank keeps
+    the full pipeline's rhythm, and a skip leaves a gap instead of pulling work forward."""
+    if template.forward_only:
+        return _gpipe_order(template)
+    full = one_f_one_b(template.num_ranks, template.num_microbatches)
+    expected = template.expected_actions()
+    return replace(template, ranks=tuple(tuple(a for a in rank if a in expected)
+                                         for rank in full.ranks))
+
+
 def _gpipe_order(template: Schedule) -> Schedule:
     """Every rank's forwards, then its backwards, each in microbatch order: always runs."""
     ranks = []
@@ -76,25 +66,56 @@ def _gpipe_order(template: Schedule) -> Schedule:
     return replace(template, ranks=tuple(ranks))
 
 
-def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False,
-         cost: Callable[[Action], float] | None = None) -> Schedule:
-    """The skip schedule: 1F1B order over each rank's visits, or a greedy list schedule when
-    that is faster, or GPipe's order, judged by simulating them with `cost`; only orders
-    that the validator proves deadlock-free under NCCL's rules compete."""
-    template = Schedule("skip", p, p, m, tuple(range(p)), skip_paths(p, m, ratio, seed), False,
-                        (), forward_only)
-    cost = cost or uniform_cost(False)
+def _orders(template: Schedule, cost: Callable[[Action], float], p2p: P2P | None,
+            quick: bool) -> tuple[Schedule, float]:
+    """The fastest runnable order over `template`'s paths and its posted step time: list
+    schedules under three memory limits, backward or forward first, 1F1B's and GPipe's
+    order, each posted as is and with its skipping sends held (`quick`: no list
+    schedules, the search's cheap estimate)."""
+    p = template.num_ranks
     candidates = []
-    for limits in ([p - r for r in range(p)], [p - r + 1 for r in range(p)],
-                   [2 * (p - r) for r in range(p)]):
+    limits = [[p - r for r in range(p)], [p - r + 1 for r in range(p)],
+              [2 * (p - r) for r in range(p)]]
+    for limit in [] if quick else limits:
         for backward_first in (True, False):
-            candidates.append(list_schedule(template, limits, cost,
+            candidates.append(list_schedule(template, limit, cost,
                                             backward_first=backward_first))
-    candidates += [_one_f_one_b_order(template), _gpipe_order(template)]
+    candidates += [_one_f_one_b_order(template), _filtered_order(template),
+                   _gpipe_order(template)]
+    candidates += [replace(c, hold_hops=True) for c in candidates]
     valid = runnable(candidates)  # each must also post in an order NCCL can run
     assert valid, "the GPipe order always runs"
 
     def score(schedule: Schedule) -> tuple[float, int]:
-        sim = simulate(schedule, cost, order=runnable_order(schedule))
+        sim = simulate(schedule, cost, p2p, order=runnable_order(schedule))
         return sim.step_time, max(sim.peak_inflight)
-    return min(valid, key=score)
+    scores = {id(c): score(c) for c in valid}
+    best = min(valid, key=lambda c: scores[id(c)])
+    return best, scores[id(best)][0]
+
+
+def search_tries(p: int, m: int) -> int:
+    """How many exchanges the path search tries: more for small pipelines, where each
+    simulation is cheap, so compiling stays within a few seconds."""
+    return max(8, min(64, 6000 // max(1, p * m)))
+
+
+def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False,
+         cost: Callable[[Action], float] | None = None, p2p: P2P | None = None,
+         paths: Paths | None = None, search: bool = True, reorder: bool = False) -> Schedule:
+    """The skip schedule: `paths` when given; else the fastest path set the search finds
+    (skip_paths.choose_paths), or with `search` off the greedy one; then the fastest order
+    over them that the validator proves deadlock-free under NCCL's rules, judged by
+    simulating with `cost` and `p2p`."""
+    cost = cost or uniform_cost(False)
+
+    def template(chosen: Paths) -> Schedule:
+        return Schedule("skip", p, p, m, tuple(range(p)), chosen, False, (), forward_only)
+
+    if paths is None and search:
+        paths = choose_paths(p, m, ratio, seed,
+                             lambda chosen: _orders(template(chosen), cost, p2p, True)[1],
+                             search_tries(p, m), reorder)
+    elif paths is None:
+        paths = greedy_paths(p, m, ratio, seed)
+    return _orders(template(tuple(tuple(x) for x in paths)), cost, p2p, False)[0]
