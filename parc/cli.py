@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
                           help="a token file (default: the spec's eval data or held-out tenth)")
     evaluate.add_argument("--batches", type=int, default=None, metavar="K",
                           help="batches of the train block's size (default: eval_batches)")
+    omit = evaluate.add_mutually_exclusive_group()
+    omit.add_argument("--skip", default=None, metavar="STAGES",
+                      help="omit these pipeline stages of the spec's plan (comma-separated "
+                      "indices, as `parc plan` numbers them; never the first or the last)")
+    omit.add_argument("--skip-ratio", type=float, default=None, metavar="R",
+                      help="omit k = R * n (rounded half up; 0 <= R < 1) of the n middle "
+                      "stages 1..n, spread evenly: stages 1 + floor((i + 1/2) * n / k) for "
+                      "i < k (R = 0.5 of 6 middle stages omits 2, 4, 6)")
     sample = sub.add_parser("sample", help="text from a checkpoint of a language model")
     sample.add_argument("checkpoint", metavar="DIR",
                         help="a checkpoint directory (or the `to` directory: its latest)")
@@ -124,13 +132,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_eval(args) -> int:
-    from .inference import Loaded, evaluate
+    from .inference import Loaded, describe_skip, evaluate, parse_stages
 
     if args.batches is not None and args.batches < 1:
         print("parc eval: --batches must be at least 1", file=sys.stderr)
         return 1
-    loss = evaluate(Loaded(args.checkpoint, args.file), args.data, args.batches)
+    skip = parse_stages(args.skip) if args.skip is not None else None
+    model = Loaded(args.checkpoint, args.file, skip, args.skip_ratio)
+    loss = evaluate(model, args.data, args.batches)
     print(f"loss {loss:.4f}  perplexity {math.exp(min(loss, 700.0)):.2f}")
+    if skip is not None or args.skip_ratio is not None:
+        print(describe_skip(model))
     return 0
 
 

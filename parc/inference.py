@@ -1,19 +1,26 @@
 """A checkpoint's model in this process: the spec the checkpoint was trained from (kept in its
 metadata) compiled with every parallel axis removed, the checkpoint's weights loaded, for
-`parc eval` (loss and perplexity on given tokens) and `parc sample` (text from a prompt)."""
+`parc eval` (loss and perplexity on given tokens) and `parc sample` (text from a prompt).
+
+`parc eval --skip` measures the model with whole pipeline stages omitted (as SkipPipe trains
+it): the program then keeps the plan's stages, in one process, and every microbatch runs
+the kept ones in order."""
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from .compiler.codegen.program import write_program
-from .compiler.plan import make_plan
-from .compiler.reference import serial_spec
+from .compiler.plan import Plan, make_plan
+from .compiler.reference import serial_spec, staged_spec
+from .compiler.skip_check import check_paths
 from .dsl.check import check_file, check_text
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
@@ -38,21 +45,89 @@ def resolve(directory: str | Path, need_spec: bool = True) -> tuple[Path, dict]:
     return path, about
 
 
+def _skip_error(message: str, help: str | None = None) -> ParcError:
+    return ParcError([Diagnostic("E388", message, None, help)])
+
+
+def _layers(units: Sequence[str]) -> str:
+    return units[0] if len(units) == 1 else f"{units[0]} .. {units[-1]}"
+
+
+def parse_stages(text: str) -> tuple[int, ...]:
+    """The stage indices of `--skip 1,2`, sorted, each once."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.lstrip("-").isdigit() for p in parts):
+        raise _skip_error(f"--skip {text!r}: expected stage indices separated by commas "
+                          "(such as --skip 1,2)", help="`parc plan FILE` lists the stages")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+def skipped_stages(plan: Plan, stages: Sequence[int] | None = None,
+                   ratio: float | None = None) -> tuple[int, ...]:
+    """The pipeline stages of `plan` an eval omits: `stages`, checked, or k = ratio * n
+    (rounded half up, as skip schedules round) of the n middle stages 1..n, spread evenly:
+    stages 1 + floor((i + 1/2) n / k) for i < k."""
+    num = len(plan.stages)
+    flag = "--skip" if ratio is None else "--skip-ratio"
+    if num < 3:
+        raise _skip_error(f"{flag}: the plan has {num} stage{'s' * (num != 1)}, and the first "
+                          "(it reads the inputs) and the last (it computes the loss) are "
+                          "never skipped", help="skipping needs a plan of 3 stages or more "
+                          "(pp >= 3 in the spec's mesh)")
+    middle = list(range(1, num - 1))
+    if ratio is not None:
+        if not 0 <= ratio < 1:
+            raise _skip_error(f"--skip-ratio {ratio:g}: expected a ratio with 0 <= R < 1")
+        k = math.floor(ratio * len(middle) + 0.5)
+        return tuple(middle[math.floor((i + 0.5) * len(middle) / k)] for i in range(k))
+    if not stages:
+        raise _skip_error("--skip: no stage given", help="`parc plan FILE` lists the stages")
+    for s in stages:
+        if not 0 <= s < num:
+            raise _skip_error(f"--skip {s}: the plan has {num} stages, 0 .. {num - 1}")
+        if s in (0, num - 1):
+            what = "first stage, which reads the inputs" if s == 0 else \
+                "last stage, which computes the loss"
+            raise _skip_error(f"--skip {s}: stage {s} is the {what} "
+                              f"({_layers(plan.stages[s].units)}): it is never skipped",
+                              help=f"the middle stages are {middle[0]} .. {middle[-1]}")
+    return tuple(stages)
+
+
 class Loaded:
     """The checkpoint's model in one process, its weights in place: the spec given, or the one
-    the checkpoint was trained from."""
+    the checkpoint was trained from. With `skip` (stage indices) or `skip_ratio`, the plan's
+    stages are kept and `skipped` of them are omitted by `forward` and `evaluate`."""
 
-    def __init__(self, directory: str | Path, spec_file: str | Path | None = None):
+    def __init__(self, directory: str | Path, spec_file: str | Path | None = None,
+                 skip: Sequence[int] | None = None, skip_ratio: float | None = None):
+        assert skip is None or skip_ratio is None
         self.path, about = resolve(directory, need_spec=spec_file is None)
         self.about = about
         spec = check_file(spec_file) if spec_file is not None else \
             check_text(about["source"], about["spec"])
         self.data_path = spec.train.data.path
-        serial = serial_spec(spec)  # the whole model, every layer for every token
-        self.spec: Spec = serial
+        self.skipped: tuple[int, ...] = ()
+        self.paths: list[list[int]] | None = None  # each microbatch's stages; None: all
+        if skip is None and skip_ratio is None:
+            run = serial_spec(spec)  # the whole model, every layer for every token
+            plan = make_plan(run)
+        else:
+            full = make_plan(spec)
+            self.skipped = skipped_stages(full, skip, skip_ratio)
+            run = staged_spec(spec, full)
+            plan = make_plan(run)
+            assert [s.units for s in plan.stages] == [s.units for s in full.stages]
+            kept = [s for s in range(len(plan.stages)) if s not in self.skipped]
+            where = "--skip" if skip is not None else f"--skip-ratio {skip_ratio:g}"
+            check_paths(run, plan.graph, len(plan.stages), [kept], None, where)
+            if self.skipped:
+                self.paths = [kept] * run.train.microbatches
+        self.units = [list(s.units) for s in plan.stages]
+        self.spec: Spec = run
         self.dir = Path(tempfile.mkdtemp(prefix="parc_model_"))
-        self.program = Program(write_program(make_plan(serial), self.dir / "program",
-                                             serial.file, "torch"), None)
+        self.program = Program(write_program(plan, self.dir / "program", run.file, "torch"),
+                               None)
         weights = checkpoint.export(self.path)
         with torch.no_grad():
             for name, copies in self.program.copies().items():
@@ -61,12 +136,15 @@ class Loaded:
         self.inputs = self.program.spec["inputs"]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss of one batch of the program's microbatch shape (every stage in order)."""
+        """The loss of one batch of the program's microbatch shape (every stage not skipped,
+        in order)."""
         functional.at(0, 0, training=False)
         values: list[torch.Tensor] = []
         loss = None
         with torch.no_grad():
             for stage in self.program.spec["stages"]:
+                if stage["index"] in self.skipped:
+                    continue
                 module = self.program.modules[stage["index"]]
                 outputs = module(*values, *[batch[n] for n in stage["data_inputs"]])
                 if stage["loss"]:
@@ -110,7 +188,16 @@ def evaluate(model: Loaded, tokens_path: str | None, batches: int | None) -> flo
     if batches is not None:
         own = {**own, "batches": batches}
     executor = Executor(model.program.spec, model.program.modules, None, torch.device("cpu"))
-    return run_eval(model.program, executor, own)
+    return run_eval(model.program, executor, own, model.paths)
+
+
+def describe_skip(model: Loaded) -> str:
+    """Which stages the model omits, and their layers."""
+    if not model.skipped:
+        return f"skipped no stage (of {len(model.units)})"
+    plural = "s" * (len(model.skipped) > 1)
+    return (f"skipped stage{plural} {', '.join(map(str, model.skipped))} of "
+            f"{len(model.units)} ({'; '.join(_layers(model.units[s]) for s in model.skipped)})")
 
 
 class Tokenizer:

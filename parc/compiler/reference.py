@@ -5,7 +5,8 @@ A skip schedule changes which layers each microbatch runs, so its reference keep
 stages and per-microbatch paths. Under `precision bf16` stages send activations and their
 gradients in bf16, so the reference keeps the plan's stages too (run in order, GPipe, in one
 process) and rounds where the plan rounds. Every other reference is one stage holding the
-whole model, as `serial_spec` makes for inference.
+whole model, as `serial_spec` makes for inference (`staged_spec` for an eval that omits
+stages).
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ from .plan import Plan
 
 
 def reference_spec(spec: Spec, plan: Plan) -> Spec:
-    par = spec.parallel
+    if spec.parallel.schedule.name == "skip":
+        staged = staged_spec(spec, plan)
+        return replace(staged, parallel=replace(staged.parallel,
+                                                schedule=spec.parallel.schedule))
+    if spec.train is not None and spec.train.precision == "bf16" and len(plan.stages) > 1:
+        return staged_spec(spec, plan)
+    return serial_spec(spec)
+
+
+def staged_spec(spec: Spec, plan: Plan) -> Spec:
+    """The spec in one process keeping the plan's stages, run in order (GPipe): what a
+    reference needs where the stages matter, and what an eval that omits stages runs."""
     stages = tuple(tuple(s.units) for s in plan.stages)
-    if par.schedule.name == "skip":
-        serial = replace(par, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
-                         recompute=())
-    elif spec.train is not None and spec.train.precision == "bf16" and len(stages) > 1:
-        serial = replace(par, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
-                         schedule=ScheduleSpec("gpipe"), recompute=())
-    else:
-        return serial_spec(spec)
+    serial = replace(spec.parallel, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
+                     schedule=ScheduleSpec("gpipe"), recompute=())
     return replace(spec, parallel=serial)
 
 

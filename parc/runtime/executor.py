@@ -164,11 +164,20 @@ class Executor:
         return [t.to(dtype) if t.is_floating_point() else t
                 for t, dtype in zip(outputs, sent + [torch.float32] * (len(outputs) - len(sent)))]
 
-    def evaluate(self, data, batch_index: int, data_splits: dict) -> list[torch.Tensor]:
+    def evaluate(self, data, batch_index: int, data_splits: dict,
+                 paths: list[list[int]] | None = None) -> list[torch.Tensor]:
         """The losses of one batch through every stage, forward only, no dropout: the eval
-        posting order (plan.json `eval_posting`), full paths even under a skip schedule."""
+        posting order (plan.json `eval_posting`), full paths even under a skip schedule.
+        `paths` (one process only): each microbatch's stages instead, for an eval of the
+        model with stages omitted (`parc eval --skip`)."""
         train_paths, train_steps = self.paths, self.steps
-        self.paths, self.steps = self.full_paths, self.eval_steps
+        if paths is None:
+            self.paths, self.steps = self.full_paths, self.eval_steps
+        else:
+            assert self.mesh is None, "a mesh's eval posting is compiled for full paths"
+            assert len(paths) == self.num_microbatches
+            self.paths = [list(path) for path in paths]
+            self.steps = [("run", ("F", s, mb)) for mb, path in enumerate(paths) for s in path]
         try:
             with torch.no_grad():
                 return self.run(data, batch_index, data_splits, training=False).losses

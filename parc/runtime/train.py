@@ -197,10 +197,12 @@ def eval_data(program: Program, evaluation: dict) -> Data:
                 source.get("path"), source.get("dtype", "u16"), part)
 
 
-def evaluate(program: Program, executor: Executor, evaluation: dict) -> float:
-    """The mean loss over the eval batches (the same batches at every evaluation)."""
+def evaluate(program: Program, executor: Executor, evaluation: dict,
+             paths: list[list[int]] | None = None) -> float:
+    """The mean loss over the eval batches (the same batches at every evaluation), through
+    every stage or (one process) each microbatch's `paths`."""
     data = eval_data(program, evaluation)
-    losses = [reduce_loss(program, executor.evaluate(data, k, program.data_splits))
+    losses = [reduce_loss(program, executor.evaluate(data, k, program.data_splits, paths))
               for k in range(evaluation["batches"])]
     return sum(losses) / len(losses)
 
