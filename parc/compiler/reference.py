@@ -2,11 +2,12 @@
 parallel axis removed, for the correctness contract (DESIGN.md section 6).
 
 A skip schedule changes which layers each microbatch runs, so its reference keeps the same
-stages and per-microbatch paths. Under `precision bf16` stages send activations and their
-gradients in bf16, so the reference keeps the plan's stages too (run in order, GPipe, in one
-process) and rounds where the plan rounds. Every other reference is one stage holding the
-whole model, as `serial_spec` makes for inference (`staged_spec` for an eval that omits
-stages).
+stages and the plan's own per-microbatch paths (given, not searched for again: the search
+weighs the plan's costs, which the reference does not have). Under `precision bf16` stages
+send activations and their gradients in bf16, so the reference keeps the plan's stages too
+(run in order, GPipe, in one process) and rounds where the plan rounds. Every other
+reference is one stage holding the whole model, as `serial_spec` makes for inference
+(`staged_spec` for an eval that omits stages).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from .plan import Plan
 def reference_spec(spec: Spec, plan: Plan) -> Spec:
     if spec.parallel.schedule.name == "skip":
         staged = staged_spec(spec, plan)
-        return replace(staged, parallel=replace(staged.parallel,
-                                                schedule=spec.parallel.schedule))
+        own = replace(spec.parallel.schedule, given=plan.schedule.paths)
+        return replace(staged, parallel=replace(staged.parallel, schedule=own))
     if spec.train is not None and spec.train.precision == "bf16" and len(plan.stages) > 1:
         return staged_spec(spec, plan)
     return serial_spec(spec)

@@ -179,7 +179,9 @@ def _prefix(values) -> list[float]:
 
 
 def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tuple[int, int]]:
-    """Contiguous split of the units into stages minimising the slowest one within memory."""
+    """Contiguous split of the units into stages minimising the slowest one within memory;
+    among splits as slow, the one whose slowest compute is least (a slow link or a heavy
+    embedding can make the slowest stage; the others still get even shares of the work)."""
     n, k = len(units), config.num_stages
     cap = config.memory / max(1, config.num_stages // config.pp)
     inf = float("inf")
@@ -194,17 +196,19 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
     per_param = 4 + 4 + optimizer_state_bytes(config.optimizer)
     recompute = "all" in config.recompute
     share = config.visits or (1.0,) * k
-    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    none = (inf, inf)
+    best = [[none] * (n + 1) for _ in range(k + 1)]
     cut = [[0] * (n + 1) for _ in range(k + 1)]
-    best[0][0] = 0.0
+    best[0][0] = (0.0, 0.0)
     for s in range(1, k + 1):
         held = inflight(config, s - 1)
         for i in range(s, n - (k - s) + 1):
             for j in range(s - 1, i):
-                if best[s - 1][j] == inf:
+                if best[s - 1][j] == none:
                     continue
-                worst = max(best[s - 1][j],
-                            (time[i] - time[j] + send[s - 1][i - 1]) * share[s - 1])
+                compute = (time[i] - time[j]) * share[s - 1]
+                worst = (max(best[s - 1][j][0], compute + send[s - 1][i - 1] * share[s - 1]),
+                         max(best[s - 1][j][1], compute))
                 if worst >= best[s][i]:
                     continue
                 whole = acts[i] - acts[j]
@@ -213,7 +217,7 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
                 extra = whole if recompute else 0.0  # the recomputing backward's working set
                 if (params[i] - params[j]) * per_param + saved * held + extra <= cap:
                     best[s][i], cut[s][i] = worst, j
-    if best[k][n] == inf:  # nothing fits: balance time alone, the plan reports the overflow
+    if best[k][n] == none:  # nothing fits: balance time alone, the plan reports the overflow
         return _balance(units, replace(config, memory=inf), cost)
     bounds, i = [], n
     for s in range(k, 0, -1):

@@ -113,9 +113,10 @@ def skip(p: int, m: int, ratio: float, seed: int = 0, forward_only: bool = False
         return Schedule("skip", p, p, m, tuple(range(p)), chosen, False, (), forward_only)
 
     if paths is None and search:
+        hop = (lambda a, b: p2p(Action("F", a, 0), a, b)) if p2p is not None else None
         paths = choose_paths(p, m, ratio, seed,
                              lambda chosen: _orders(template(chosen), cost, p2p, True)[1],
-                             search_tries(p, m), reorder)
+                             search_tries(p, m), reorder, hop)
     elif paths is None:
         paths = greedy_paths(p, m, ratio, seed)
     return _orders(template(tuple(tuple(x) for x in paths)), cost, p2p, False)[0]

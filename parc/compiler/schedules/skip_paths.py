@@ -94,6 +94,44 @@ def grouped_paths(num_stages: int, m: int, ratio: float, group: int, shift: int,
     return _balanced(num_stages, skipped)
 
 
+def routed_paths(num_stages: int, m: int, ratio: float,
+                 hop: Callable[[int, int], float]) -> Paths:
+    """Microbatch by microbatch, the cheapest path by `hop(a, b)` (the time of a message
+    from stage a to stage b) among those with its count of skips, each stage's earlier
+    visits counted against it so the load stays even: paths that keep to fast links."""
+    last = num_stages - 1
+    visits = {s: 0 for s in range(1, last)}
+    scale = max(hop(a, b) for a in range(last) for b in range(a + 1, num_stages)) or 1.0
+    skipped = []
+    for k in _per_microbatch(num_stages, m, ratio):
+        keep = last - 1 - k  # middle stages this path visits
+        # best[(stage, kept)] = (cost, previous stage) over paths 0 .. stage
+        best: dict[tuple[int, int], tuple[float, int]] = {(0, 0): (0.0, -1)}
+        for b in range(1, num_stages):
+            for a in range(b):
+                for kept in range(keep + 1):
+                    if (a, kept) not in best:
+                        continue
+                    now = kept + (b != last)
+                    if now > keep or (b == last and kept != keep):
+                        continue
+                    load = visits[b] * scale if b != last else 0.0
+                    cost = best[(a, kept)][0] + hop(a, b) + load
+                    if (b, now) not in best or cost < best[(b, now)][0] - 1e-12:
+                        best[(b, now)] = (cost, a)
+        path, at, kept = [], last, keep
+        while at > 0:
+            path.append(at)
+            prev = best[(at, kept)][1]
+            kept -= at != last
+            at = prev
+        visited = set(path)
+        for s in visited - {last}:
+            visits[s] += 1
+        skipped.append(set(range(1, last)) - visited)
+    return _balanced(num_stages, skipped)
+
+
 def _balanced(num_stages: int, skipped: list[set[int]]) -> Paths:
     """Move skips from the most to the least skipped stage until they differ by one at most
     (a run pattern can leave them two apart)."""
@@ -143,12 +181,15 @@ def _swap_options(path: tuple[int, ...], last: int) -> list[int]:
 
 
 def choose_paths(num_stages: int, m: int, ratio: float, seed: int,
-                 step_time: Callable[[Paths], float], tries: int,
-                 reorder: bool = False) -> Paths:
-    """The path set with the shortest `step_time` found: the patterns above, then `tries`
-    seeded exchanges (and, with `reorder`, swaps) from the best, each kept when no slower."""
+                 step_time: Callable[[Paths], float], tries: int, reorder: bool = False,
+                 hop: Callable[[int, int], float] | None = None) -> Paths:
+    """The path set with the shortest `step_time` found: the patterns above (routed by
+    `hop`, a message's time between two stages, when given), then `tries` seeded exchanges
+    (and, with `reorder`, swaps) from the best, each kept when no slower."""
     last = num_stages - 1
     candidates = [greedy_paths(num_stages, m, ratio, seed)]
+    if hop is not None:
+        candidates.append(routed_paths(num_stages, m, ratio, hop))
     for place in ("spread", "front", "back"):
         for group in sorted({1, 2, 3, 4, max(1, m // 4)}):
             for shift in range(min(num_stages - 2, 3)):
