@@ -84,7 +84,10 @@ def stage_config(spec: Spec, family: str | None = None, virtual: int | None = No
         else None
     m = microbatches or train.microbatches
     visits = None
-    if fam == "skip":
+    if fam == "skip" and par.schedule.given is not None:
+        paths = par.schedule.given
+        visits = tuple(sum(s in p for p in paths) / len(paths) for s in range(pp))
+    elif fam == "skip":
         ratio = par.schedule.ratio if par.schedule.name == "skip" else 0.25
         visits = visit_shares(pp, m, ratio)
     return StageConfig(pp * v, pp, fam, m, par.hardware.memory, train.optimizer.name,

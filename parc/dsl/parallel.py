@@ -187,9 +187,15 @@ class ParallelChecker:
             if not is_int(seed) or seed < 0:
                 return self.fail("E335", "`seed` must be a non-negative integer", node.span)
             paths, reorder = values["paths"], values["reorder"]
-            if not isinstance(paths, Ident) or paths.name not in ("search", "greedy"):
-                return self.fail("E335", f"`paths` must be `search` or `greedy`, not "
-                                 f"{show(paths)}", node.span)
+            given = None
+            if isinstance(paths, list):
+                given = self._given_paths(paths, pp, m, node.span)
+                if given is None:
+                    return None
+                paths = Ident("given")
+            elif not isinstance(paths, Ident) or paths.name not in ("search", "greedy"):
+                return self.fail("E335", "`paths` must be `search`, `greedy` or a list of "
+                                 f"each microbatch's stages, not {show(paths)}", node.span)
             if not isinstance(reorder, bool):
                 return self.fail("E335", f"`reorder` must be true or false, not "
                                  f"{show(reorder)}", node.span)
@@ -200,8 +206,30 @@ class ParallelChecker:
                 return self.fail("E335", "`reorder` needs pp >= 4: it swaps two adjacent "
                                  "middle stages", node.span)
             return ScheduleSpec("skip", ratio=float(ratio), seed=seed, span=node.span,
-                                paths=paths.name, reorder=reorder)
+                                paths=paths.name, reorder=reorder, given=given)
         return ScheduleSpec(node.name, span=node.span)
+
+    def _given_paths(self, paths: list, pp: int, m: int, span):
+        """`paths = [[0, 1, 3], [0, 2, 3], ...]`: every microbatch's stages, checked as the
+        runtime needs them (the search's balance rules are the user's to keep or break)."""
+        if len(paths) != m or not all(isinstance(p, list) and p and
+                                      all(is_int(s) for s in p) for p in paths):
+            return self.fail("E335", f"`paths` needs one list of stage numbers per "
+                             f"microbatch: {m} microbatches, {len(paths)} lists given", span)
+        last = pp - 1
+        for i, path in enumerate(paths):
+            where = f"`paths` item {i} ({path})"
+            if path[0] != 0 or path[-1] != last:
+                return self.fail("E335", f"{where} must start at stage 0 and end at stage "
+                                 f"{last}: the first and last stages are never skipped", span)
+            if len(set(path)) != len(path) or not all(0 <= s <= last for s in path):
+                return self.fail("E335", f"{where} visits a stage twice or one outside "
+                                 f"0..{last}", span)
+            back = [j for j in range(len(path) - 1) if path[j] > path[j + 1]]
+            if len(back) > 1 or any(path[j] - path[j + 1] != 1 for j in back):
+                return self.fail("E335", f"{where} may swap two adjacent stages once at most",
+                                 span)
+        return tuple(tuple(p) for p in paths)
 
     # ---- sbp
     def sbp(self, rules: list[ast.SbpRule], mesh) -> dict[str, NdSbp]:

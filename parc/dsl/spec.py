@@ -188,9 +188,9 @@ class ScheduleSpec:
     ratio: float = 0.0
     seed: int = 0
     span: Span | None = _span()
-    # skip: `paths = search` finds fast paths, `greedy` takes the least skipped stages;
-    # `reorder` lets a path swap two adjacent stages; `given` fixes every microbatch's path
-    # (the contract's reference runs the plan's own)
+    # skip: `paths = search` finds fast paths, `greedy` takes the least skipped stages,
+    # `given` runs the paths in `given` (written in the spec, or the plan's own in the
+    # contract's reference); `reorder` lets the search swap two adjacent stages in a path
     paths: str = "search"
     reorder: bool = False
     given: tuple[tuple[int, ...], ...] | None = None

@@ -393,8 +393,32 @@ def _schedule(rng: random.Random, pp: int, model: _Model, microbatches: int) -> 
     if family == "interleaved":
         return family, "interleaved(virtual = 2)"
     if family == "skip":
-        return family, f"skip(ratio = {rng.choice([0.25, 0.5])}, seed = {rng.randrange(5)})"
+        options = [f"ratio = {rng.choice([0.1, 0.25, 0.34, 0.5])}", f"seed = {rng.randrange(5)}"]
+        if rng.random() < 0.25:
+            options.append("paths = greedy")
+        if pp >= 4 and rng.random() < 0.4:
+            options.append("reorder = true")
+        return family, f"skip({', '.join(options)})"
     return family, family
+
+
+def _hardware(rng: random.Random, devices: int, family: str) -> str:
+    """The CPU preset, or for a skip plan sometimes the same figures with one device per
+    node in regions joined by slow links (the path search then routes around them)."""
+    if family != "skip" or rng.random() < 0.6:
+        return f"hardware hw = std.hw.cpu(devices = {devices})"
+    regions = [rng.randrange(2) for _ in range(devices)]
+    regions = [0 if r == regions[0] else 1 for r in regions]  # number them from 0
+    count = len(set(regions))
+    links = "" if count == 1 else (
+        f"  region_bw {rng.choice(['20 MB/s', '200 MB/s'])}\n"
+        f"  region_latency {rng.choice(['1 ms', '10 ms'])}\n")
+    region_line = f"  regions {regions}\n" if count > 1 else ""
+    return ("hardware hw {\n  device cpu\n  devices " + str(devices) +
+            "\n  devices_per_node 1\n  memory 8 GB\n  flops_f32 50 GFLOPS\n"
+            "  mem_bw 20 GB/s\n  intra_bw 5 GB/s\n  intra_latency 20 us\n"
+            "  inter_bw 1 GB/s\n  inter_latency 50 us\n  op_overhead 20 us\n"
+            + region_line + links + "}")
 
 
 def generate_plan(seed: int, index: int) -> GeneratedPlan:
@@ -434,6 +458,7 @@ def generate_plan(seed: int, index: int) -> GeneratedPlan:
     optimizer = rng.choice(["adamw(lr = 3e-3, weight_decay = 0.01)", "adamw(lr = 1e-3)",
                             "sgd(lr = 0.1, momentum = 0.9)"])
     clip = "\n  grad_clip 0.05" if rng.random() < 0.3 else ""
+    hardware = _hardware(rng, devices, family)
     mesh_text = ", ".join(f"{a} = {n}" for a, n in mesh)
     parallel = [f"  mesh ({mesh_text})"]
     if rules:
@@ -444,7 +469,7 @@ def generate_plan(seed: int, index: int) -> GeneratedPlan:
     if recompute != "none":
         parallel.append(f"  recompute {recompute}")
     text = (f"# generated plan {seed}:{index}\nuse std.hw\n\n"
-            f"hardware hw = std.hw.cpu(devices = {devices})\n\n{model.text}\n"
+            f"{hardware}\n\n{model.text}\n"
             f"train {{\n  batch {batch}; microbatches {microbatches}; steps 2\n"
             f"  optimizer {optimizer}\n  data synthetic(seed = {rng.randrange(100)})\n"
             f"  seed {rng.randrange(100)}{clip}\n"

@@ -184,8 +184,10 @@ def choose_paths(num_stages: int, m: int, ratio: float, seed: int,
                  step_time: Callable[[Paths], float], tries: int, reorder: bool = False,
                  hop: Callable[[int, int], float] | None = None) -> Paths:
     """The path set with the shortest `step_time` found: the patterns above (routed by
-    `hop`, a message's time between two stages, when given), then `tries` seeded exchanges
-    (and, with `reorder`, swaps) from the best, each kept when no slower."""
+    `hop`, a message's time between two stages, when given; with `reorder`, the best of them
+    with one pair of adjacent stages swapped in every path that visits both), then `tries`
+    seeded exchanges (and, with `reorder`, single swaps) from the best, each kept when no
+    slower."""
     last = num_stages - 1
     candidates = [greedy_paths(num_stages, m, ratio, seed)]
     if hop is not None:
@@ -199,6 +201,12 @@ def choose_paths(num_stages: int, m: int, ratio: float, seed: int,
         if paths not in scored:
             scored[paths] = step_time(paths)
     best = min(scored, key=lambda p: (scored[p], candidates.index(p)))
+    if reorder:  # one swap alone breaks the rhythm; the same swap in every path may pay
+        for s in range(1, last - 1):
+            swapped = tuple(_swapped(path, s) for path in best)
+            if swapped not in scored:
+                scored[swapped] = step_time(swapped)
+        best = min(scored, key=lambda p: scored[p])
     best_time = scored[best]
     rng = random.Random(seed)
     current = [list(p) for p in best]
@@ -243,6 +251,18 @@ def choose_paths(num_stages: int, m: int, ratio: float, seed: int,
         if scored[paths] <= best_time:
             current, best_time = trial, scored[paths]
     return tuple(tuple(p) for p in current)
+
+
+def _swapped(path: tuple[int, ...], stage: int) -> tuple[int, ...]:
+    """`path` with `stage` and `stage + 1` swapped where it visits one right after the
+    other (and holds no swap yet)."""
+    if any(a > b for a, b in zip(path, path[1:])):
+        return path
+    out = list(path)
+    for j in range(len(out) - 1):
+        if out[j] == stage and out[j + 1] == stage + 1:
+            out[j], out[j + 1] = stage + 1, stage
+    return tuple(out)
 
 
 def _insert(path: list[int], stage: int, drop: int) -> list[int]:
