@@ -249,3 +249,90 @@ def test_zero_bubble_charges_w_the_matmul_weight_gradients():
     assert durations[("W", 1)] == pytest.approx(
         later.bwd_deferred + 4.0 * spec.parallel.hardware.op_overhead * later.deferred_ops)
     assert later.deferred_bytes > 0
+
+
+REGIONS = """hardware geo {
+  device cuda
+  devices 8
+  devices_per_node 2
+  memory 80 GB
+  flops_f32 67 TFLOPS
+  flops_bf16 989 TFLOPS
+  mem_bw 3.35 TB/s
+  intra_bw 450 GB/s
+  intra_latency 3 us
+  inter_bw 50 GB/s
+  inter_latency 5 us
+  efficiency 0.75
+  regions [0, 0, 1, 2]
+  region_bw 1 GB/s, 2 GB/s, 4 GB/s
+  region_latency 10 ms, 20 ms, 40 ms
+}
+"""
+
+
+def _region_spec(mesh: str, rules: str = "    tokens, targets: S(0)@dp\n"):
+    text = GPT2.replace("hardware node = std.hw.h100_node(nodes = 1)", REGIONS).replace(
+        "parallel on node", "parallel on geo").replace("mesh (pp = 2, dp = 2, tp = 2)",
+                                                       f"mesh ({mesh})")
+    text = re.sub(r"  sbp \{.*?\n  \}\n", f"  sbp {{\n{rules}  }}\n" if rules else "", text,
+                  flags=re.S)
+    return check_text(text, "geo.par")
+
+
+def test_regions_give_each_pair_of_nodes_its_link():
+    hw = _region_spec("pp = 4, dp = 2").parallel.hardware
+    # nodes 0, 1 share region 0; node 2 is region 1; node 3 region 2 (two devices a node)
+    assert hw.link(0, 1) == pytest.approx((450e9, 3e-6))  # one node: NVLink
+    assert hw.link(0, 2) == pytest.approx((50e9, 5e-6))  # two nodes of one region
+    assert hw.link(1, 4) == pytest.approx((1e9, 10e-3))  # regions 0 and 1
+    assert hw.link(5, 6) == pytest.approx((4e9, 40e-3))  # regions 1 and 2
+    assert hw.link(7, 0) == pytest.approx((2e9, 20e-3))  # regions 2 and 0
+
+
+def test_pipeline_transfers_and_collectives_take_the_links_they_cross():
+    spec = _region_spec("pp = 4, dp = 2")
+    cost = CostModel(lower(spec), spec.parallel.hardware)
+    # pp rank r holds devices 2r, 2r + 1: one node each
+    assert cost.p2p_time(1e9, 0, 1) == pytest.approx(5e-6 + 1e9 / 50e9)
+    assert cost.p2p_time(1e9, 1, 2) == pytest.approx(10e-3 + 1.0)
+    assert cost.p2p_time(1e9, 2, 3) == pytest.approx(40e-3 + 1e9 / 4e9)
+    assert cost.axis_link("dp") == pytest.approx((450e9, 3e-6))  # inside each node
+    spread = _region_spec("dp = 8")
+    cost = CostModel(lower(spread), spread.parallel.hardware)
+    # a ring over every node runs at its slowest link between regions, two ports a node
+    assert cost.axis_link("dp") == pytest.approx((2 * 1e9, 40e-3))
+
+
+def test_the_partition_gives_less_work_to_a_stage_that_sends_over_a_slow_link():
+    text = GPT2.replace("hardware node = std.hw.h100_node(nodes = 1)", REGIONS.replace(
+        "region_bw 1 GB/s, 2 GB/s, 4 GB/s", "region_bw 20 GB/s, 20 GB/s, 0.5 GB/s")).replace(
+        "parallel on node", "parallel on geo").replace("mesh (pp = 2, dp = 2, tp = 2)",
+                                                       "mesh (pp = 4, dp = 2)")
+    text = re.sub(r"  sbp \{.*?\n  \}\n", "  sbp {\n    tokens, targets: S(0)@dp\n  }\n", text,
+                  flags=re.S).replace("layers = 12", "layers = 24")
+    plan = make_plan(check_text(text, "geo.par"))
+    blocks = [sum(u.startswith("block") for u in s.units) for s in plan.stages]
+    uniform = make_plan(check_text(re.sub(r"  regions .*?ms\n", "", text, flags=re.S),
+                                   "flat.par"))
+    even = [sum(u.startswith("block") for u in s.units) for s in uniform.stages]
+    # stage 2 sends from region 1 to region 2 over 0.5 GB/s: it gets fewer blocks
+    assert blocks[2] < even[2]
+    assert sum(blocks) == sum(even) == 24
+
+
+def test_skip_stages_visited_less_often_take_more_layers():
+    text = (ROOT / "examples/gpt_skip.par").read_text().replace("layers = 8", "layers = 16")
+    full = make_plan(check_text(text.replace("schedule skip(ratio = 0.25, seed = 0)",
+                                             "schedule 1f1b"), "full.par"))
+    half = make_plan(check_text(text.replace("ratio = 0.25", "ratio = 0.5"), "half.par"))
+
+    def blocks(plan):
+        return [sum(u.startswith("block") for u in s.units) for s in plan.stages]
+    # middle stages run for half the microbatches, so they hold about twice the layers
+    assert blocks(half)[1] + blocks(half)[2] > blocks(full)[1] + blocks(full)[2]
+    assert "share of microbatches" in plan_explanation(half)
+
+
+def plan_explanation(plan) -> str:
+    return "\n".join(plan.partition.explanation)

@@ -4,6 +4,7 @@ parameter; and a 20-step run follows the reference's loss curve.
 
 All programs of a test run in one 4-process torchrun launch."""
 
+import json
 import re
 from pathlib import Path
 
@@ -28,6 +29,9 @@ PLANS = {
     "interleaved_pp4": dict(mesh="pp = 4", schedule="interleaved(virtual = 2)", layers=8),
     "zb_h1_pp4": dict(mesh="pp = 4", schedule="zb_h1"),
     "skip_pp4": dict(mesh="pp = 4", schedule="skip(ratio = 0.5, seed = 1)", layers=8),
+    # reordered paths (stages 1 and 2 swapped) and skips in one step
+    "skip_given_pp4": dict(mesh="pp = 4", layers=8, schedule="skip(paths = [[0, 2, 1, 3], "
+                           "[0, 1, 3], [0, 1, 2, 3], [0, 2, 3]])"),
     "dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp"),
     "tp2_pp2_vocab": dict(mesh="pp = 2, tp = 2", sbp="TP+VOCAB"),
     "dp2_tp2": dict(mesh="dp = 2, tp = 2", sbp="TP"),
@@ -50,6 +54,11 @@ def test_one_step_matches_reference(model, tmp_path: Path):
             kw["sbp"] = tp + (vocab if kw["sbp"] == "TP+VOCAB" else "")
         kw["extra"] = kw.get("extra", "").replace("BLOCK", block)
         compiled[name] = compile_pair(variant(example, **kw), f"{model}_{name}", tmp_path)
+        if name == "skip_given_pp4":  # the program and its reference run the given paths
+            for program in compiled[name]:
+                plan = json.loads((program / "plan.json").read_text())
+                paths = plan["program"]["schedule"]["paths"]
+                assert paths == [[0, 2, 1, 3], [0, 1, 3], [0, 1, 2, 3], [0, 2, 3]]
         if name.endswith("_vocab"):  # the head really runs on split logits
             stages = "".join(p.read_text() for p in compiled[name][0].glob("stage_*.py"))
             assert "C.vocab_parallel_cross_entropy(" in stages
