@@ -129,8 +129,19 @@ class Loaded:
         self.program = Program(write_program(plan, self.dir / "program", run.file, "torch"),
                                None)
         weights = checkpoint.export(self.path)
+        wanted = self.program.copies()
+        for name, copies in wanted.items():
+            if name not in weights:
+                raise _fail(f"{self.path} holds no parameter `{name}` of {run.file}: the "
+                            "checkpoint was trained from another model (give the spec it "
+                            "trained, or none to use the one it records)")
+            if tuple(weights[name].shape) != tuple(copies[0].shape):
+                raise _fail(f"{self.path} holds `{name}` of shape "
+                            f"{list(weights[name].shape)} but {run.file} makes it "
+                            f"{list(copies[0].shape)}: the checkpoint was trained from "
+                            "another model")
         with torch.no_grad():
-            for name, copies in self.program.copies().items():
+            for name, copies in wanted.items():
                 for tensor in copies:
                     tensor.copy_(weights[name])
         self.inputs = self.program.spec["inputs"]

@@ -197,3 +197,16 @@ def test_skip_and_skip_ratio_exclude_each_other(skip_checkpoint, capsys):
               "--skip-ratio", "0.5"])
     assert exit_.value.code == 2
     assert "not allowed with argument --skip" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (("layers = 8", "layers = 10"), "holds no parameter `block[8]"),
+    (("d = 32", "d = 48"), "holds `embed.wte` of shape [64, 32] but"),
+])
+def test_a_spec_of_another_model_is_refused_not_a_traceback(change, message, skip_checkpoint,
+                                                            tmp_path, capsys):
+    path = tmp_path / "other.par"
+    path.write_text(SKIP.read_text().replace(*change))
+    assert main(["eval", str(path), "--checkpoint", str(skip_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "error[E386]" in err and message in err and "Traceback" not in err
