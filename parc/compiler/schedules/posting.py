@@ -43,6 +43,8 @@ class Step:
 
 def _group(items: list[P2P], schedule: Schedule) -> tuple[P2P, ...]:
     """A group's operations in a fixed order: by peer rank, sends before receives."""
+    if len(items) == 1:
+        return (items[0],)
     return tuple(sorted(items, key=lambda p: (schedule.stage_rank[p.peer_stage],
                                               p.op != "send")))
 

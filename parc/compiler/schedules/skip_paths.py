@@ -192,9 +192,10 @@ def choose_paths(num_stages: int, m: int, ratio: float, seed: int,
     candidates = [greedy_paths(num_stages, m, ratio, seed)]
     if hop is not None:
         candidates.append(routed_paths(num_stages, m, ratio, hop))
+    shifts = min(num_stages - 2, 3 if num_stages * m <= 128 else 1)  # fewer when large
     for place in ("spread", "front", "back"):
         for group in sorted({1, 2, 3, 4, max(1, m // 4)}):
-            for shift in range(min(num_stages - 2, 3)):
+            for shift in range(shifts):
                 candidates.append(grouped_paths(num_stages, m, ratio, group, shift, place))
     scored: dict[Paths, float] = {}
     for paths in candidates:
