@@ -1,10 +1,11 @@
 """SkipPipe's headline in the simulator: the step time of a skip schedule against the full
 pipeline, over skip ratios, on uniform and heterogeneous networks.
 
-    python bench/skip_paths.py [--layers 32] [--microbatches 32] [--quick]
+    python bench/skip_paths.py [--pp 8] [--layers 32] [--microbatches 32] [--quick]
 
 Every row is a plan parc compiles (`make_plan`: partition, schedule, simulation under the
-runtime's posting order) of a LLaMA-style GPT on 8 single-GPU nodes: the full pipeline
+runtime's posting order) of a GPT on `pp` single-GPU nodes (8, or a list: `--pp 4,8,16`),
+one pipeline stage each: the full pipeline
 (1F1B, every stage for every microbatch), skip with greedy paths (`paths = greedy`: the
 least skipped stages) and skip with the path search (`paths = search`, the default). The
 networks: `uniform` (one 100 Gb/s fabric), `two regions` (the nodes alternate between two
@@ -28,24 +29,25 @@ from parc.compiler.plan import make_plan  # noqa: E402
 from parc.dsl.check import check_text  # noqa: E402
 
 NETWORKS = {
-    "uniform": "",
-    "two regions": """  regions [0, 1, 0, 1, 0, 1, 0, 1]
+    "uniform": lambda pp: "",
+    "two regions": lambda pp: f"""  regions {[r % 2 for r in range(pp)]}
   region_bw 125 MB/s
   region_latency 20 ms
 """,
-    "four regions": """  regions [0, 1, 2, 3, 0, 1, 2, 3]
+    "four regions": lambda pp: f"""  regions {[r % 4 for r in range(pp)]}
   region_bw 500 MB/s, 250 MB/s, 125 MB/s, 500 MB/s, 250 MB/s, 62.5 MB/s
   region_latency 10 ms, 20 ms, 40 ms, 10 ms, 20 ms, 40 ms
 """,
 }
 
 
-def spec_text(network: str, schedule: str, layers: int, microbatches: int) -> str:
+def spec_text(network: str, schedule: str, layers: int, microbatches: int,
+              pp: int = 8) -> str:
     return f"""use std.gpt
 
 hardware nodes {{
   device cuda
-  devices 8
+  devices {pp}
   devices_per_node 1
   memory 80 GB
   flops_bf16 312 TFLOPS
@@ -57,7 +59,7 @@ hardware nodes {{
   inter_latency 10 us
   efficiency 0.5
   op_overhead 5 us
-{NETWORKS[network]}}}
+{NETWORKS[network](pp)}}}
 
 model gpt(vocab = 32000, d = 2048, heads = 16, layers = {layers}, seq = 1024) {{
   input tokens:  i64[batch, seq]
@@ -78,44 +80,47 @@ train {{
 }}
 
 parallel on nodes {{
-  mesh (pp = 8)
+  mesh (pp = {pp})
   stages auto
   schedule {schedule}
 }}
 """
 
 
-def predicted(network: str, schedule: str, layers: int, microbatches: int) -> tuple[float, float]:
+def predicted(network: str, schedule: str, layers: int, microbatches: int,
+              pp: int = 8) -> tuple[float, float]:
     """(predicted step seconds, compile seconds) of one plan."""
     began = time.perf_counter()
-    plan = make_plan(check_text(spec_text(network, schedule, layers, microbatches),
+    plan = make_plan(check_text(spec_text(network, schedule, layers, microbatches, pp),
                                 "bench.par"))
     return plan.predicted_step_s, time.perf_counter() - began
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pp", default="8", help="pipeline stages (nodes), e.g. 4,8,16")
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--microbatches", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="ratios 0.25 and 0.5 only")
     args = parser.parse_args()
     ratios = (0.25, 0.5) if args.quick else (0.1, 0.2, 0.3, 0.4, 0.5)
     rows = []
-    print(f"{'network':<13} {'ratio':>5} {'full s':>8} {'greedy':>7} {'search':>7} "
+    print(f"{'pp':>3} {'network':<13} {'ratio':>5} {'full s':>8} {'greedy':>7} {'search':>7} "
           f"{'compile s':>9}")
-    for network in NETWORKS:
-        full, _ = predicted(network, "1f1b", args.layers, args.microbatches)
-        for ratio in ratios:
-            greedy, _ = predicted(network, f"skip(ratio = {ratio}, paths = greedy)",
-                                  args.layers, args.microbatches)
-            search, took = predicted(network, f"skip(ratio = {ratio})", args.layers,
-                                     args.microbatches)
-            rows.append({"network": network, "ratio": ratio, "full_s": full,
-                         "greedy_s": greedy, "search_s": search,
-                         "greedy_vs_full": greedy / full, "search_vs_full": search / full,
-                         "search_compile_s": took})
-            print(f"{network:<13} {ratio:>5.2f} {full:>8.3f} {greedy / full:>7.2f} "
-                  f"{search / full:>7.2f} {took:>9.1f}", flush=True)
+    for pp in (int(x) for x in args.pp.split(",")):
+        for network in NETWORKS:
+            full, _ = predicted(network, "1f1b", args.layers, args.microbatches, pp)
+            for ratio in ratios:
+                greedy, _ = predicted(network, f"skip(ratio = {ratio}, paths = greedy)",
+                                      args.layers, args.microbatches, pp)
+                search, took = predicted(network, f"skip(ratio = {ratio})", args.layers,
+                                         args.microbatches, pp)
+                rows.append({"pp": pp, "network": network, "ratio": ratio, "full_s": full,
+                             "greedy_s": greedy, "search_s": search,
+                             "greedy_vs_full": greedy / full,
+                             "search_vs_full": search / full, "search_compile_s": took})
+                print(f"{pp:>3} {network:<13} {ratio:>5.2f} {full:>8.3f} {greedy / full:>7.2f} "
+                      f"{search / full:>7.2f} {took:>9.1f}", flush=True)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "skip_paths.json").write_text(json.dumps(
