@@ -13,6 +13,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from parc.runtime.functional import rope as rope_reference
 from parc.stdlib.kernels import cross_entropy, layer_norm, rms_norm, rope
+from tests.offsets import narrow_products
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=1e-2, atol=1e-2)}
 SHAPES = [(1, 1, 8), (3, 5, 37), (2, 13, 100), (7, 129)]
@@ -76,6 +77,8 @@ def test_rope(shape, dtype):
 
 COMPILE = textwrap.dedent('''
     import importlib
+    import pathlib
+    import sys
     import triton
     from triton.backends.compiler import GPUTarget
     norms, cross_entropy, rope = (importlib.import_module(f"parc.stdlib.kernels.{m}")
@@ -99,16 +102,50 @@ COMPILE = textwrap.dedent('''
                                         constexprs={"BLOCK": 1024})
         out = triton.compile(src, target=GPUTarget("cuda", 90, 32))
         assert "ptx" in out.asm and out.asm["cubin"], fn.__name__
+        (pathlib.Path(sys.argv[1]) / f"{fn.__name__}.ttir").write_text(out.asm["ttir"])
         print("compiled", fn.__name__)
 ''')
 
 
-def test_every_kernel_compiles_for_an_h100():
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Every kernel compiled for sm_90 (no GPU needed): the run and each kernel's TTIR."""
+    out = tmp_path_factory.mktemp("ttir")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", COMPILE], capture_output=True, text=True,
-                            env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", COMPILE, str(out)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    return result, {p.stem: p.read_text() for p in out.glob("*.ttir")}
+
+
+def test_every_kernel_compiles_for_an_h100(compiled):
+    result, _ = compiled
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == 7
+
+
+def test_narrow_products_finds_an_i32_row_offset():
+    """The check itself, on TTIR lines as Triton 3.8 prints them: only the i32 product of the
+    program id is reported, not one of columns nor the i64 one."""
+    ttir = """
+    %row = tt.get_program_id x : i32 loc(#loc37)
+    %cols = tt.make_range {end = 1024 : i32, start = 0 : i32} : tensor<1024xi32> loc(#loc38)
+    %k = arith.muli %cols, %cols : tensor<1024xi32> loc(#loc39)
+    %x = arith.muli %row, %stride : i32 loc(#loc40)
+    %x_1 = tt.addptr %X, %x : !tt.ptr<f16>, i32 loc(#loc41)
+    %r = arith.extsi %row : i32 to i64 loc(#loc42)
+    %y = arith.muli %r, %N : i64 loc(#loc43)
+    """
+    assert narrow_products(ttir) == ["%x = arith.muli %row, %stride : i32"]
+
+
+def test_offsets_from_the_program_id_are_64_bit(compiled):
+    """A 32k vocabulary x 64k tokens is past 2^31 elements: every row offset is an i64
+    product, seen in the TTIR rather than by allocating 8 GB."""
+    result, ttir = compiled
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(ttir) == 7
+    assert {name: narrow_products(text) for name, text in ttir.items()} == \
+        {name: [] for name in ttir}
 
 
 def test_gpu_benchmark_cases_run_interpreted(tmp_path):

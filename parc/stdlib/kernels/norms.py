@@ -11,7 +11,7 @@ from .launch import row_warps
 
 @triton.jit
 def layer_norm_fwd(X, W, B, Y, Mean, Rstd, stride, N, eps, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
@@ -28,7 +28,7 @@ def layer_norm_fwd(X, W, B, Y, Mean, Rstd, stride, N, eps, BLOCK: tl.constexpr):
 @triton.jit
 def layer_norm_bwd(X, W, DY, DX, DW, DB, Mean, Rstd, stride, N, BLOCK: tl.constexpr):
     """dX per row; this row's contributions to dW and dB (summed over rows by the caller)."""
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
@@ -46,7 +46,7 @@ def layer_norm_bwd(X, W, DY, DX, DW, DB, Mean, Rstd, stride, N, BLOCK: tl.conste
 
 @triton.jit
 def rms_norm_fwd(X, W, Y, Rstd, stride, N, eps, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
@@ -58,7 +58,7 @@ def rms_norm_fwd(X, W, Y, Rstd, stride, N, eps, BLOCK: tl.constexpr):
 
 @triton.jit
 def rms_norm_bwd(X, W, DY, DX, DW, Rstd, stride, N, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)

@@ -20,6 +20,7 @@ from parc.ops.catalog import CATALOG
 from parc.ops.comm import COMMS
 from parc.ops.lowering import torch_lowering
 from parc.runtime.programs import sibling
+from tests.offsets import narrow_products
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -128,11 +129,14 @@ def test_broadcast_operands_are_not_expanded_in_memory(programs):
     assert torch.Size([128]) in saved and saved.count(torch.Size([4, 6, 128])) == 1
 
 
-def test_generated_kernels_compile_for_an_h100(programs):
-    # elementwise and row kernels: layer norms (GPT) and RMS norms (LLaMA)
+@pytest.fixture(scope="module")
+def compiled(programs, tmp_path_factory):
+    """Every generated kernel (GPT's layer norms, LLaMA's RMS norms) compiled for sm_90: the
+    run and each kernel's TTIR."""
     files = [str(programs[name][1] / "kernels.py") for name in ("gpt_tiny", "llama_tiny")]
+    out = tmp_path_factory.mktemp("ttir")
     script = f"""
-import importlib.util, inspect, triton
+import importlib.util, inspect, pathlib, triton
 from triton.backends.compiler import GPUTarget
 count = 0
 for i, path in enumerate({files!r}):
@@ -144,12 +148,29 @@ for i, path in enumerate({files!r}):
       sig = {{p: ("i32" if p == "N" or p[0] == "M" else "*fp16") for p in params}}
       src = triton.compiler.ASTSource(fn=fn, signature={{**sig, "BLOCK": "constexpr"}},
                                       constexprs={{"BLOCK": 1024}})
-      assert triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["cubin"]
+      asm = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm
+      assert asm["cubin"]
+      pathlib.Path({str(out)!r}, f"k{{i}}.{{name}}.ttir").write_text(asm["ttir"])
       count += 1
 print("compiled", count)
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=env, timeout=300)
+    return result, {p.stem: p.read_text() for p in out.glob("*.ttir")}
+
+
+def test_generated_kernels_compile_for_an_h100(compiled):
+    result, _ = compiled
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[-1]) >= 30
+
+
+def test_generated_offsets_are_64_bit(compiled):
+    """`pid * BLOCK` and `row * N` are i64, so a group over 2^31 elements or more (a
+    residual stream of 64k tokens x 32k) addresses its memory correctly."""
+    result, ttir = compiled
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert any(name.endswith("_bwd") for name in ttir)
+    assert {name: narrow_products(text) for name, text in ttir.items()} == \
+        {name: [] for name in ttir}
