@@ -12,11 +12,14 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from parc.runtime.functional import rope as rope_reference
-from parc.stdlib.kernels import cross_entropy, layer_norm, rms_norm, rope
+from parc.stdlib.kernels import cross_entropy, layer_norm, norms, rms_norm, rope
+from parc.stdlib.kernels.launch import partials
 from tests.offsets import narrow_products
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=1e-2, atol=1e-2)}
-SHAPES = [(1, 1, 8), (3, 5, 37), (2, 13, 100), (7, 129)]
+# rows: 1; 15 and 26 (blocks of 2 and 4 rows, the last one short); 7; 67 (blocks of 9 over
+# the 8 programs a norm backward runs off the GPU)
+SHAPES = [(1, 1, 8), (3, 5, 37), (2, 13, 100), (7, 129), (67, 48)]
 
 
 def grads(fn, inputs, out_grad):
@@ -50,6 +53,47 @@ def test_norms(shape, dtype):
 
     check(layer_norm, ln_ref, (x, w, b), dtype)
     check(rms_norm, rms_ref, (x, w), dtype)
+
+
+class Launches:
+    """A kernel that records each launch's grid and tensor shapes, then runs it."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls.append((grid, [tuple(a.shape) for a in args
+                                      if isinstance(a, torch.Tensor)]))
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def test_norm_backward_sums_weight_gradients_per_block_of_rows(monkeypatch):
+    """The f32 temporary of dW (and dB) is one partial row per program, not one per row."""
+    rows, n = 67, 48
+    programs, per_program = partials(rows, torch.device("cpu"))
+    assert (programs, per_program) == (8, 9)  # 8 x 9 = 72 >= 67: the last block is short
+    assert partials(5, torch.device("cpu")) == (5, 1)
+    ln, rms = Launches(norms.layer_norm_bwd), Launches(norms.rms_norm_bwd)
+    monkeypatch.setattr(norms, "layer_norm_bwd", ln)
+    monkeypatch.setattr(norms, "rms_norm_bwd", rms)
+    x = torch.randn(rows, n, requires_grad=True)
+    w = torch.randn(n, requires_grad=True)
+    b = torch.randn(n, requires_grad=True)
+    got = torch.autograd.grad(layer_norm(x, w, b).square().sum(), (x, w, b))
+    want = torch.autograd.grad(F.layer_norm(x, (n,), w, b, 1e-5).square().sum(), (x, w, b))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, **TOL[torch.float32])
+    got = torch.autograd.grad(rms_norm(x, w).square().sum(), (x, w))
+    want = torch.autograd.grad(F.rms_norm(x, (n,), w, 1e-6).square().sum(), (x, w))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, **TOL[torch.float32])
+    # X, W, DY, DX, the partials of DW (and DB), then the saved statistics
+    assert ln.calls == [((programs,), [(rows, n), (n,), (rows, n), (rows, n), (programs, n),
+                                       (programs, n), (rows,), (rows,)])]
+    assert rms.calls == [((programs,), [(rows, n), (n,), (rows, n), (rows, n), (programs, n),
+                                        (rows,)])]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -88,9 +132,10 @@ COMPILE = textwrap.dedent('''
     kernels = {
         norms.layer_norm_fwd: dict(X=P, W=P, B=P, Y=P, Mean=F, Rstd=F, stride=I, N=I, eps="fp32"),
         norms.layer_norm_bwd: dict(X=P, W=P, DY=P, DX=P, DW=F, DB=F, Mean=F, Rstd=F, stride=I,
-                                   N=I),
+                                   N=I, rows=I, per_program=I),
         norms.rms_norm_fwd: dict(X=P, W=P, Y=P, Rstd=F, stride=I, N=I, eps="fp32"),
-        norms.rms_norm_bwd: dict(X=P, W=P, DY=P, DX=P, DW=F, Rstd=F, stride=I, N=I),
+        norms.rms_norm_bwd: dict(X=P, W=P, DY=P, DX=P, DW=F, Rstd=F, stride=I, N=I, rows=I,
+                                 per_program=I),
         cross_entropy.cross_entropy_fwd: dict(Logits=P, Targets="*i64", Loss=F, Lse=F,
                                               stride=I, V=I),
         cross_entropy.cross_entropy_bwd: dict(Logits=P, Targets="*i64", Lse=F, DLogits=P,

@@ -129,6 +129,45 @@ def test_broadcast_operands_are_not_expanded_in_memory(programs):
     assert torch.Size([128]) in saved and saved.count(torch.Size([4, 6, 128])) == 1
 
 
+def test_row_backward_sums_weight_gradients_per_block_of_rows(programs, monkeypatch):
+    """A norm group's backward stores one partial row of dW and dB per program, not one per
+    row: 67 rows run as 8 programs of 9 rows off the GPU, the last block short."""
+    emitter, directory = programs["gpt_tiny"]
+    module = sibling(str(directory / "main.py"), "kernels")
+    kernel = next(k for k in emitter.fused
+                  if [op.kind for op in k.ops] == ["add", "add", "layer_norm"] and k.keeps_sum)
+    rows, n = 67, 48
+    launches = []
+    real = getattr(module, f"{kernel.name}_bwd")
+
+    class Recorded:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append((grid, [tuple(a.shape) for a in args
+                                        if isinstance(a, torch.Tensor)]))
+                return real[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(module, f"{kernel.name}_bwd", Recorded())
+    torch.manual_seed(0)
+    summands = [torch.randn((rows, n) if emitter.graph.values[name].type.rank > 1 else (n,),
+                            requires_grad=True) for name in kernel.inputs]  # one is a bias
+    w, b = torch.randn(n, requires_grad=True), torch.randn(n, requires_grad=True)
+    inputs = [*summands, w, b]
+    h, y = getattr(module, kernel.name)(*inputs)
+    cot = torch.randn(rows, n), torch.randn(rows, n)
+    mine = torch.autograd.grad((h, y), inputs, cot)
+    want_h = summands[0] + summands[1] + summands[2]
+    want_y = F.layer_norm(want_h, (n,), w, b, 1e-5)
+    theirs = torch.autograd.grad((want_h, want_y), inputs, cot)
+    for got, want in zip(mine, theirs):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    (grid, shapes), = launches
+    assert grid == (8,)
+    assert shapes[-2:] == [(8, n), (8, n)]  # DW, DB
+    assert (rows, n) not in shapes[-2:]
+
+
 @pytest.fixture(scope="module")
 def compiled(programs, tmp_path_factory):
     """Every generated kernel (GPT's layer norms, LLaMA's RMS norms) compiled for sm_90: the
@@ -145,7 +184,8 @@ for i, path in enumerate({files!r}):
   for name, fn in vars(k).items():
     if isinstance(fn, triton.runtime.jit.JITFunction):
       params = [p for p in inspect.signature(fn.fn).parameters if p != "BLOCK"]
-      sig = {{p: ("i32" if p == "N" or p[0] == "M" else "*fp16") for p in params}}
+      sig = {{p: ("i32" if p in ("N", "rows", "per_program") or p[0] == "M" else "*fp16")
+             for p in params}}
       src = triton.compiler.ASTSource(fn=fn, signature={{**sig, "BLOCK": "constexpr"}},
                                       constexprs={{"BLOCK": 1024}})
       asm = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm
