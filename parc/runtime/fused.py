@@ -3,7 +3,8 @@
 An operand whose shape is a suffix of the group's shape (a bias, a position table) is passed
 as it is and read at `offset % numel`, so it is never expanded to the group's shape in memory;
 other broadcasts are expanded. Elementwise groups run one program per block of elements; row
-groups (a chain ending in a norm) one program per row of the last dim.
+groups (a chain ending in a norm) one program per row of the last dim, and backward one per
+block of rows, each storing a partial row of the weight gradients that is summed here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import torch
 import triton
 
-from ..stdlib.kernels.launch import row_warps
+from ..stdlib.kernels.launch import partials, row_warps
 
 BLOCK = 1024
 
@@ -99,10 +100,11 @@ def row_backward(kernel, ctx, grads: tuple[torch.Tensor, ...]) -> tuple:
     extra = [dh.contiguous() if dh is not None else torch.zeros(shape, device=device)] \
         if ctx.keeps_sum else []
     dx = [torch.empty(shape, dtype=torch.float32, device=device) for _ in flat]
-    dw = [torch.empty(ctx.rows, n, dtype=torch.float32, device=device) for _ in weights]
+    programs, per_program = partials(ctx.rows, device)
+    dw = [torch.empty(programs, n, dtype=torch.float32, device=device) for _ in weights]
     block = triton.next_power_of_2(n)
-    kernel[(ctx.rows,)](*flat, *_sizes(flat), *weights, dy, *extra, *dx, *dw, n, BLOCK=block,
-                        num_warps=row_warps(block))
+    kernel[(programs,)](*flat, *_sizes(flat), *weights, dy, *extra, *dx, *dw, n, ctx.rows,
+                        per_program, BLOCK=block, num_warps=row_warps(block))
     out = _summed(dx, ctx.meta)
     out += [g.sum(0).to(dtype) if needs else None for g, (dtype, needs) in
             zip(dw, ctx.weight_meta)]

@@ -12,10 +12,14 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from parc.runtime.functional import rope as rope_reference
-from parc.stdlib.kernels import cross_entropy, layer_norm, rms_norm, rope
+from parc.stdlib.kernels import cross_entropy, layer_norm, norms, rms_norm, rope
+from parc.stdlib.kernels.launch import partials
+from tests.offsets import narrow_products
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=1e-2, atol=1e-2)}
-SHAPES = [(1, 1, 8), (3, 5, 37), (2, 13, 100), (7, 129)]
+# rows: 1; 15 and 26 (blocks of 2 and 4 rows, the last one short); 7; 67 (blocks of 9 over
+# the 8 programs a norm backward runs off the GPU)
+SHAPES = [(1, 1, 8), (3, 5, 37), (2, 13, 100), (7, 129), (67, 48)]
 
 
 def grads(fn, inputs, out_grad):
@@ -51,6 +55,47 @@ def test_norms(shape, dtype):
     check(rms_norm, rms_ref, (x, w), dtype)
 
 
+class Launches:
+    """A kernel that records each launch's grid and tensor shapes, then runs it."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls.append((grid, [tuple(a.shape) for a in args
+                                      if isinstance(a, torch.Tensor)]))
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def test_norm_backward_sums_weight_gradients_per_block_of_rows(monkeypatch):
+    """The f32 temporary of dW (and dB) is one partial row per program, not one per row."""
+    rows, n = 67, 48
+    programs, per_program = partials(rows, torch.device("cpu"))
+    assert (programs, per_program) == (8, 9)  # 8 x 9 = 72 >= 67: the last block is short
+    assert partials(5, torch.device("cpu")) == (5, 1)
+    ln, rms = Launches(norms.layer_norm_bwd), Launches(norms.rms_norm_bwd)
+    monkeypatch.setattr(norms, "layer_norm_bwd", ln)
+    monkeypatch.setattr(norms, "rms_norm_bwd", rms)
+    x = torch.randn(rows, n, requires_grad=True)
+    w = torch.randn(n, requires_grad=True)
+    b = torch.randn(n, requires_grad=True)
+    got = torch.autograd.grad(layer_norm(x, w, b).square().sum(), (x, w, b))
+    want = torch.autograd.grad(F.layer_norm(x, (n,), w, b, 1e-5).square().sum(), (x, w, b))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, **TOL[torch.float32])
+    got = torch.autograd.grad(rms_norm(x, w).square().sum(), (x, w))
+    want = torch.autograd.grad(F.rms_norm(x, (n,), w, 1e-6).square().sum(), (x, w))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, **TOL[torch.float32])
+    # X, W, DY, DX, the partials of DW (and DB), then the saved statistics
+    assert ln.calls == [((programs,), [(rows, n), (n,), (rows, n), (rows, n), (programs, n),
+                                       (programs, n), (rows,), (rows,)])]
+    assert rms.calls == [((programs,), [(rows, n), (n,), (rows, n), (rows, n), (programs, n),
+                                        (rows,)])]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("rows, vocab", [(1, 5), (7, 1000), (5, 5003), (3, 9000)])
 def test_cross_entropy_streams_the_vocabulary(rows, vocab, dtype):
@@ -76,6 +121,8 @@ def test_rope(shape, dtype):
 
 COMPILE = textwrap.dedent('''
     import importlib
+    import pathlib
+    import sys
     import triton
     from triton.backends.compiler import GPUTarget
     norms, cross_entropy, rope = (importlib.import_module(f"parc.stdlib.kernels.{m}")
@@ -85,9 +132,10 @@ COMPILE = textwrap.dedent('''
     kernels = {
         norms.layer_norm_fwd: dict(X=P, W=P, B=P, Y=P, Mean=F, Rstd=F, stride=I, N=I, eps="fp32"),
         norms.layer_norm_bwd: dict(X=P, W=P, DY=P, DX=P, DW=F, DB=F, Mean=F, Rstd=F, stride=I,
-                                   N=I),
+                                   N=I, rows=I, per_program=I),
         norms.rms_norm_fwd: dict(X=P, W=P, Y=P, Rstd=F, stride=I, N=I, eps="fp32"),
-        norms.rms_norm_bwd: dict(X=P, W=P, DY=P, DX=P, DW=F, Rstd=F, stride=I, N=I),
+        norms.rms_norm_bwd: dict(X=P, W=P, DY=P, DX=P, DW=F, Rstd=F, stride=I, N=I, rows=I,
+                                 per_program=I),
         cross_entropy.cross_entropy_fwd: dict(Logits=P, Targets="*i64", Loss=F, Lse=F,
                                               stride=I, V=I),
         cross_entropy.cross_entropy_bwd: dict(Logits=P, Targets="*i64", Lse=F, DLogits=P,
@@ -99,16 +147,50 @@ COMPILE = textwrap.dedent('''
                                         constexprs={"BLOCK": 1024})
         out = triton.compile(src, target=GPUTarget("cuda", 90, 32))
         assert "ptx" in out.asm and out.asm["cubin"], fn.__name__
+        (pathlib.Path(sys.argv[1]) / f"{fn.__name__}.ttir").write_text(out.asm["ttir"])
         print("compiled", fn.__name__)
 ''')
 
 
-def test_every_kernel_compiles_for_an_h100():
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Every kernel compiled for sm_90 (no GPU needed): the run and each kernel's TTIR."""
+    out = tmp_path_factory.mktemp("ttir")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", COMPILE], capture_output=True, text=True,
-                            env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", COMPILE, str(out)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    return result, {p.stem: p.read_text() for p in out.glob("*.ttir")}
+
+
+def test_every_kernel_compiles_for_an_h100(compiled):
+    result, _ = compiled
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == 7
+
+
+def test_narrow_products_finds_an_i32_row_offset():
+    """The check itself, on TTIR lines as Triton 3.8 prints them: only the i32 product of the
+    program id is reported, not one of columns nor the i64 one."""
+    ttir = """
+    %row = tt.get_program_id x : i32 loc(#loc37)
+    %cols = tt.make_range {end = 1024 : i32, start = 0 : i32} : tensor<1024xi32> loc(#loc38)
+    %k = arith.muli %cols, %cols : tensor<1024xi32> loc(#loc39)
+    %x = arith.muli %row, %stride : i32 loc(#loc40)
+    %x_1 = tt.addptr %X, %x : !tt.ptr<f16>, i32 loc(#loc41)
+    %r = arith.extsi %row : i32 to i64 loc(#loc42)
+    %y = arith.muli %r, %N : i64 loc(#loc43)
+    """
+    assert narrow_products(ttir) == ["%x = arith.muli %row, %stride : i32"]
+
+
+def test_offsets_from_the_program_id_are_64_bit(compiled):
+    """A 32k vocabulary x 64k tokens is past 2^31 elements: every row offset is an i64
+    product, seen in the TTIR rather than by allocating 8 GB."""
+    result, ttir = compiled
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(ttir) == 7
+    assert {name: narrow_products(text) for name, text in ttir.items()} == \
+        {name: [] for name in ttir}
 
 
 def test_gpu_benchmark_cases_run_interpreted(tmp_path):

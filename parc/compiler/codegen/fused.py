@@ -65,7 +65,11 @@ class FusedKernel:
     output: str  # the last op's result (the norm's, in a row kernel)
     ops: list[Op]
     forward: list[str] = field(default_factory=list)  # kernel body lines
-    backward: list[str] = field(default_factory=list)
+    backward: list[str] = field(default_factory=list)  # a row kernel's: the body for one row
+    # a row kernel's backward, before and after its loop over a block of rows: the weight
+    # gradients are summed over the block and stored as one partial row per program
+    before_rows: list[str] = field(default_factory=list)
+    after_rows: list[str] = field(default_factory=list)
     norm: Op | None = None  # a row kernel: the chain's result normalised over the last dim
     keeps_sum: bool = False  # a row kernel also stores the chain's result (used elsewhere)
 
@@ -155,7 +159,8 @@ def build(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
 
 
 def _build_row(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
-    """A chain ending in a layer or RMS norm: one program per row of the last dim."""
+    """A chain ending in a layer or RMS norm: one program per row of the last dim forward,
+    one per block of rows backward."""
     *body, norm = ops
     made = {o for op in body for o in op.outputs}
     inputs, chain = _chain(body, made)
@@ -188,14 +193,15 @@ def _build_row(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
         f"tl.store(Y + offs, ({y}).to(Y.dtype.element_ty), mask=mask)"]
     # d(norm)/dx from dy, plus the gradient of the kept sum from its other users
     grad_norm = ["dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)", "g = dy * w"]
+    sums = ["dw"]
     if norm.kind == "layer_norm":
         grad_norm += ["gout = rstd * (g - tl.sum(g, axis=0) / N - "
                       "xhat * tl.sum(g * xhat, axis=0) / N)",
-                      "tl.store(DW + offs, dy * xhat, mask=mask)",
-                      "tl.store(DB + offs, dy, mask=mask)"]
+                      "dw += dy * xhat", "db += dy"]
+        sums.append("db")
     else:
         grad_norm += ["gout = rstd * (g - xhat * tl.sum(g * xhat, axis=0) / N)",
-                      "tl.store(DW + offs, dy * xhat, mask=mask)"]
+                      "dw += dy * xhat"]
     if kernel.keeps_sum:
         grad_norm.append("gout = gout + tl.load(DH + offs, mask=mask, other=0.0)"
                          ".to(tl.float32)")
@@ -203,7 +209,11 @@ def _build_row(graph: Graph, index: int, ops: list[Op]) -> FusedKernel:
     needed = " ".join(back + stores)
     recompute = _needed(compute, needed + f" {h}")
     reads = _needed(loads, needed + " " + " ".join(recompute))
-    kernel.backward = reads + recompute + stats + weights[:1] + grad_norm + back + stores
+    kernel.before_rows = weights[:1] + [f"{v} = tl.zeros([BLOCK], dtype=tl.float32)"
+                                        for v in sums]
+    kernel.backward = reads + recompute + stats + grad_norm + back + stores
+    kernel.after_rows = [f"tl.store({v.upper()} + part * N + cols, {v}, mask=mask)"
+                         for v in sums]
     return kernel
 
 

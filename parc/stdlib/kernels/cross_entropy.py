@@ -12,7 +12,7 @@ from .launch import row_warps
 
 @triton.jit
 def cross_entropy_fwd(Logits, Targets, Loss, Lse, stride, V, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     base = Logits + row * stride
     m = -float("inf")
     s = 0.0
@@ -32,7 +32,7 @@ def cross_entropy_fwd(Logits, Targets, Loss, Lse, stride, V, BLOCK: tl.constexpr
 @triton.jit
 def cross_entropy_bwd(Logits, Targets, Lse, DLogits, Grad, rows, stride, V,
                       BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     scale = tl.load(Grad).to(tl.float32) / rows  # the mean's gradient, read on the device
     lse = tl.load(Lse + row)
     target = tl.load(Targets + row)

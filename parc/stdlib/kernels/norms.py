@@ -1,4 +1,5 @@
-"""Layer norm and RMS norm over the last dimension: one program per row."""
+"""Layer norm and RMS norm over the last dimension: one program per row forward; backward,
+one program per block of rows, which sums the weight gradients of its rows in registers."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import row_warps
+from .launch import partials, row_warps
 
 
 @triton.jit
 def layer_norm_fwd(X, W, B, Y, Mean, Rstd, stride, N, eps, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
@@ -26,27 +27,35 @@ def layer_norm_fwd(X, W, B, Y, Mean, Rstd, stride, N, eps, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def layer_norm_bwd(X, W, DY, DX, DW, DB, Mean, Rstd, stride, N, BLOCK: tl.constexpr):
-    """dX per row; this row's contributions to dW and dB (summed over rows by the caller)."""
-    row = tl.program_id(0)
+def layer_norm_bwd(X, W, DY, DX, DW, DB, Mean, Rstd, stride, N, rows, per_program,
+                   BLOCK: tl.constexpr):
+    """dX for a block of `per_program` rows; one partial row each of dW and dB, their sums
+    over the block (the caller sums the partials)."""
+    part = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
-    x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.load(Mean + row)
-    rstd = tl.load(Rstd + row)
-    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
-    g = dy * w
-    dx = rstd * (g - tl.sum(g, axis=0) / N - xhat * tl.sum(g * xhat, axis=0) / N)
-    tl.store(DX + row * stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
-    tl.store(DW + row * N + cols, dy * xhat, mask=mask)
-    tl.store(DB + row * N + cols, dy, mask=mask)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    db = tl.zeros([BLOCK], dtype=tl.float32)
+    start = part * per_program
+    for row in range(start, tl.minimum(start + per_program, rows)):
+        x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(Mean + row)
+        rstd = tl.load(Rstd + row)
+        xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+        g = dy * w
+        dx = rstd * (g - tl.sum(g, axis=0) / N - xhat * tl.sum(g * xhat, axis=0) / N)
+        tl.store(DX + row * stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        dw += dy * xhat
+        db += dy
+    tl.store(DW + part * N + cols, dw, mask=mask)
+    tl.store(DB + part * N + cols, db, mask=mask)
 
 
 @triton.jit
 def rms_norm_fwd(X, W, Y, Rstd, stride, N, eps, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
@@ -57,18 +66,23 @@ def rms_norm_fwd(X, W, Y, Rstd, stride, N, eps, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def rms_norm_bwd(X, W, DY, DX, DW, Rstd, stride, N, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+def rms_norm_bwd(X, W, DY, DX, DW, Rstd, stride, N, rows, per_program, BLOCK: tl.constexpr):
+    """dX for a block of `per_program` rows; one partial row of dW, its sum over the block."""
+    part = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
-    x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
     w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-    rstd = tl.load(Rstd + row)
-    g = dy * w
-    dx = rstd * g - x * (rstd * rstd * rstd) * tl.sum(g * x, axis=0) / N
-    tl.store(DX + row * stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
-    tl.store(DW + row * N + cols, dy * x * rstd, mask=mask)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    start = part * per_program
+    for row in range(start, tl.minimum(start + per_program, rows)):
+        x = tl.load(X + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(Rstd + row)
+        g = dy * w
+        dx = rstd * g - x * (rstd * rstd * rstd) * tl.sum(g * x, axis=0) / N
+        tl.store(DX + row * stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        dw += dy * x * rstd
+    tl.store(DW + part * N + cols, dw, mask=mask)
 
 
 def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -96,11 +110,12 @@ class _LayerNorm(torch.autograd.Function):
         rows, n = flat.shape
         dy = dy.reshape(rows, n).contiguous()
         dx = torch.empty_like(flat)
-        dw = torch.empty(rows, n, dtype=torch.float32, device=flat.device)
+        programs, per_program = partials(rows, flat.device)
+        dw = torch.empty(programs, n, dtype=torch.float32, device=flat.device)
         db = torch.empty_like(dw)
         block = triton.next_power_of_2(n)
-        layer_norm_bwd[(rows,)](flat, w, dy, dx, dw, db, mean, rstd, flat.stride(0), n,
-                                BLOCK=block, num_warps=row_warps(block))
+        layer_norm_bwd[(programs,)](flat, w, dy, dx, dw, db, mean, rstd, flat.stride(0), n,
+                                    rows, per_program, BLOCK=block, num_warps=row_warps(block))
         return dx.view(ctx.shape), dw.sum(0).to(w.dtype), db.sum(0).to(w.dtype), None
 
 
@@ -123,10 +138,11 @@ class _RmsNorm(torch.autograd.Function):
         rows, n = flat.shape
         dy = dy.reshape(rows, n).contiguous()
         dx = torch.empty_like(flat)
-        dw = torch.empty(rows, n, dtype=torch.float32, device=flat.device)
+        programs, per_program = partials(rows, flat.device)
+        dw = torch.empty(programs, n, dtype=torch.float32, device=flat.device)
         block = triton.next_power_of_2(n)
-        rms_norm_bwd[(rows,)](flat, w, dy, dx, dw, rstd, flat.stride(0), n, BLOCK=block,
-                              num_warps=row_warps(block))
+        rms_norm_bwd[(programs,)](flat, w, dy, dx, dw, rstd, flat.stride(0), n, rows,
+                                  per_program, BLOCK=block, num_warps=row_warps(block))
         return dx.view(ctx.shape), dw.sum(0).to(w.dtype), None
 
 

@@ -10,7 +10,7 @@ import triton.language as tl
 @triton.jit
 def rope_kernel(X, Y, stride, S, HALF, theta, sign, BLOCK: tl.constexpr):
     """Rotate one row (one position of one head) by its angles; sign = -1 undoes it."""
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     pos = (row % S).to(tl.float32)
     cols = tl.arange(0, BLOCK)
     mask = cols < HALF

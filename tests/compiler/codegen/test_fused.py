@@ -20,6 +20,7 @@ from parc.ops.catalog import CATALOG
 from parc.ops.comm import COMMS
 from parc.ops.lowering import torch_lowering
 from parc.runtime.programs import sibling
+from tests.offsets import narrow_products
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -128,11 +129,53 @@ def test_broadcast_operands_are_not_expanded_in_memory(programs):
     assert torch.Size([128]) in saved and saved.count(torch.Size([4, 6, 128])) == 1
 
 
-def test_generated_kernels_compile_for_an_h100(programs):
-    # elementwise and row kernels: layer norms (GPT) and RMS norms (LLaMA)
+def test_row_backward_sums_weight_gradients_per_block_of_rows(programs, monkeypatch):
+    """A norm group's backward stores one partial row of dW and dB per program, not one per
+    row: 67 rows run as 8 programs of 9 rows off the GPU, the last block short."""
+    emitter, directory = programs["gpt_tiny"]
+    module = sibling(str(directory / "main.py"), "kernels")
+    kernel = next(k for k in emitter.fused
+                  if [op.kind for op in k.ops] == ["add", "add", "layer_norm"] and k.keeps_sum)
+    rows, n = 67, 48
+    launches = []
+    real = getattr(module, f"{kernel.name}_bwd")
+
+    class Recorded:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append((grid, [tuple(a.shape) for a in args
+                                        if isinstance(a, torch.Tensor)]))
+                return real[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(module, f"{kernel.name}_bwd", Recorded())
+    torch.manual_seed(0)
+    summands = [torch.randn((rows, n) if emitter.graph.values[name].type.rank > 1 else (n,),
+                            requires_grad=True) for name in kernel.inputs]  # one is a bias
+    w, b = torch.randn(n, requires_grad=True), torch.randn(n, requires_grad=True)
+    inputs = [*summands, w, b]
+    h, y = getattr(module, kernel.name)(*inputs)
+    cot = torch.randn(rows, n), torch.randn(rows, n)
+    mine = torch.autograd.grad((h, y), inputs, cot)
+    want_h = summands[0] + summands[1] + summands[2]
+    want_y = F.layer_norm(want_h, (n,), w, b, 1e-5)
+    theirs = torch.autograd.grad((want_h, want_y), inputs, cot)
+    for got, want in zip(mine, theirs):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    (grid, shapes), = launches
+    assert grid == (8,)
+    assert shapes[-2:] == [(8, n), (8, n)]  # DW, DB
+    assert (rows, n) not in shapes[-2:]
+
+
+@pytest.fixture(scope="module")
+def compiled(programs, tmp_path_factory):
+    """Every generated kernel (GPT's layer norms, LLaMA's RMS norms) compiled for sm_90: the
+    run and each kernel's TTIR."""
     files = [str(programs[name][1] / "kernels.py") for name in ("gpt_tiny", "llama_tiny")]
+    out = tmp_path_factory.mktemp("ttir")
     script = f"""
-import importlib.util, inspect, triton
+import importlib.util, inspect, pathlib, triton
 from triton.backends.compiler import GPUTarget
 count = 0
 for i, path in enumerate({files!r}):
@@ -141,15 +184,33 @@ for i, path in enumerate({files!r}):
   for name, fn in vars(k).items():
     if isinstance(fn, triton.runtime.jit.JITFunction):
       params = [p for p in inspect.signature(fn.fn).parameters if p != "BLOCK"]
-      sig = {{p: ("i32" if p == "N" or p[0] == "M" else "*fp16") for p in params}}
+      sig = {{p: ("i32" if p in ("N", "rows", "per_program") or p[0] == "M" else "*fp16")
+             for p in params}}
       src = triton.compiler.ASTSource(fn=fn, signature={{**sig, "BLOCK": "constexpr"}},
                                       constexprs={{"BLOCK": 1024}})
-      assert triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["cubin"]
+      asm = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm
+      assert asm["cubin"]
+      pathlib.Path({str(out)!r}, f"k{{i}}.{{name}}.ttir").write_text(asm["ttir"])
       count += 1
 print("compiled", count)
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=env, timeout=300)
+    return result, {p.stem: p.read_text() for p in out.glob("*.ttir")}
+
+
+def test_generated_kernels_compile_for_an_h100(compiled):
+    result, _ = compiled
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[-1]) >= 30
+
+
+def test_generated_offsets_are_64_bit(compiled):
+    """`pid * BLOCK` and `row * N` are i64, so a group over 2^31 elements or more (a
+    residual stream of 64k tokens x 32k) addresses its memory correctly."""
+    result, ttir = compiled
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert any(name.endswith("_bwd") for name in ttir)
+    assert {name: narrow_products(text) for name, text in ttir.items()} == \
+        {name: [] for name in ttir}
