@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -56,7 +57,7 @@ def _layers(units: Sequence[str]) -> str:
 def parse_stages(text: str) -> tuple[int, ...]:
     """The stage indices of `--skip 1,2`, sorted, each once."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts or not all(p.lstrip("-").isdigit() for p in parts):
+    if not parts or not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
         raise _skip_error(f"--skip {text!r}: expected stage indices separated by commas "
                           "(such as --skip 1,2)", help="`parc plan FILE` lists the stages")
     return tuple(sorted({int(p) for p in parts}))

@@ -134,7 +134,8 @@ def _region_links(values, spans, node, per_node, devices, where, err):
     given = [k for k in ("regions", "region_bw", "region_latency") if k in values]
     if not given:
         return {}
-    if len(given) < 3:
+    single = "regions" in values and max(values["regions"]) == 0  # one region: no pairs
+    if len(given) < 3 and not single:
         missing = [f"`{k}`" for k in ("regions", "region_bw", "region_latency")
                    if k not in values]
         return err("E149", f"{where} sets {', '.join(f'`{k}`' for k in given)} but not "
@@ -152,6 +153,8 @@ def _region_links(values, spans, node, per_node, devices, where, err):
     pairs = count * (count - 1) // 2
     out = {"regions": regions}
     for key, field in (("region_bw", "region_bw"), ("region_latency", "region_latency")):
+        if single:
+            continue
         figures = values[key]
         if len(figures) == 1:
             figures = figures * pairs

@@ -8,7 +8,7 @@ from ..ops.sbp import BROADCAST, NdSbp, Sbp
 from . import ast
 from .diagnostics import closest
 from .settings import POISON, Ident, SettingEvaluator, is_int, is_number, read_settings, show
-from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec
+from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec, skip_count
 
 PIPELINE_AXIS = "pp"
 SCHEDULES = {"gpipe": {}, "1f1b": {}, "interleaved": {"virtual": 2}, "zb_h1": {},
@@ -202,6 +202,16 @@ class ParallelChecker:
             if pp < 3:
                 return self.fail("E335", "skip needs pp >= 3: the first and last stages are "
                                  "never skipped", node.span)
+            if reorder and paths.name != "search":
+                return self.fail("E335", "`reorder` is a choice of the path search: with "
+                                 f"`paths = {paths.name}` it would do nothing", node.span)
+            if paths.name != "given" and pp >= 3:
+                middle, total = pp - 2, skip_count(pp, m, float(ratio))
+                if -(-total // middle) >= m:  # the most skipped stage, every microbatch
+                    return self.fail("E335", f"`ratio` {ratio:g} over {middle} middle "
+                                     f"stages and {m} microbatches skips a stage for every "
+                                     "microbatch: its layers would never train", node.span,
+                                     help=f"use a ratio below {1 - 1 / m:.2f}")
             if reorder and pp < 4:
                 return self.fail("E335", "`reorder` needs pp >= 4: it swaps two adjacent "
                                  "middle stages", node.span)
@@ -212,12 +222,14 @@ class ParallelChecker:
     def _given_paths(self, paths: list, pp: int, m: int, span):
         """`paths = [[0, 1, 3], [0, 2, 3], ...]`: every microbatch's stages, checked as the
         runtime needs them (the search's balance rules are the user's to keep or break)."""
-        if len(paths) != m or not all(isinstance(p, list) and p and
-                                      all(is_int(s) for s in p) for p in paths):
+        if len(paths) != m:
             return self.fail("E335", f"`paths` needs one list of stage numbers per "
                              f"microbatch: {m} microbatches, {len(paths)} lists given", span)
         last = pp - 1
         for i, path in enumerate(paths):
+            if not isinstance(path, list) or not path or not all(is_int(s) for s in path):
+                return self.fail("E335", f"`paths` item {i} must be a non-empty list of stage "
+                                 "numbers", span)
             where = f"`paths` item {i} ({path})"
             if path[0] != 0 or path[-1] != last:
                 return self.fail("E335", f"{where} must start at stage 0 and end at stage "
@@ -229,6 +241,10 @@ class ParallelChecker:
             if len(back) > 1 or any(path[j] - path[j + 1] != 1 for j in back):
                 return self.fail("E335", f"{where} may swap two adjacent stages once at most",
                                  span)
+        unvisited = [s for s in range(1, last) if not any(s in p for p in paths)]
+        if unvisited:
+            return self.fail("E335", f"`paths` never visit stage {unvisited[0]}: its layers "
+                             "would never train", span)
         return tuple(tuple(p) for p in paths)
 
     # ---- sbp

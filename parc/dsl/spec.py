@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..ops.sbp import NdSbp
@@ -194,6 +195,12 @@ class ScheduleSpec:
     paths: str = "search"
     reorder: bool = False
     given: tuple[tuple[int, ...], ...] | None = None
+
+
+def skip_count(num_stages: int, m: int, ratio: float) -> int:
+    """A skip schedule's skips over all microbatches: `ratio` of the middle stages' visits,
+    rounded."""
+    return math.floor(ratio * max(0, num_stages - 2) * m + 0.5)
 
 
 @dataclass(frozen=True)

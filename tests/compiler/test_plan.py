@@ -336,3 +336,35 @@ def test_skip_stages_visited_less_often_take_more_layers():
 
 def plan_explanation(plan) -> str:
     return "\n".join(plan.partition.explanation)
+
+
+def test_the_balance_minimises_the_slowest_stage_then_its_slowest_compute():
+    """Checked against every split of random unit times and sends: the slowest stage (compute
+    and send, the last stage sending nothing) is least, and among splits that slow, so is the
+    slowest compute."""
+    import itertools
+    import random
+    from types import SimpleNamespace
+
+    from parc.compiler.passes.partition import StageConfig, Unit, _balance
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n, k = rng.randrange(3, 8), rng.randrange(2, 4)
+        if k > n:
+            continue
+        units = [Unit(name=f"u{i}", fwd=float(rng.randrange(1, 6)),
+                      out_bytes=float(rng.choice([0, 0, 3, 6]))) for i in range(n)]
+        cost = SimpleNamespace(hw=SimpleNamespace(regions=None),
+                               p2p_time=lambda size, *ranks: size)
+        config = StageConfig(k, k, "1f1b", 4, float("inf"))
+
+        def score(bounds, units=units, k=k):
+            compute = [sum(u.time for u in units[a:b]) for a, b in bounds]
+            sends = [units[b - 1].out_bytes if s < k - 1 else 0.0
+                     for s, (a, b) in enumerate(bounds)]
+            return max(c + d for c, d in zip(compute, sends)), max(compute)
+
+        every = [list(zip((0,) + cuts, cuts + (n,)))
+                 for cuts in itertools.combinations(range(1, n), k - 1)]
+        assert score(_balance(units, config, cost)) == min(map(score, every))

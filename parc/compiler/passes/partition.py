@@ -3,8 +3,12 @@
 The units are the model's top-level calls (embedding, each block, head and loss), in order;
 work outside any call joins the unit before it. Explicit stages are taken as written. With
 `stages auto`, dynamic programming over the unit sequence minimises the slowest stage
-(forward + backward + weight gradient + sending its activations) subject to each rank's memory,
-counting the embedding and the loss, whose imbalance users otherwise discover at run time.
+(forward + backward + weight gradient + sending its activations over the link to the next
+stage's rank; the last sends nothing) subject to each rank's memory, counting the embedding
+and the loss, whose imbalance users otherwise discover at run time; a second pass then
+evens the compute among the splits as fast (a slow link or a heavy head can set the slowest
+stage). Under a skip schedule each stage's time is weighed by the share of microbatches that
+visit it.
 """
 
 from __future__ import annotations
@@ -167,8 +171,9 @@ def _stage_time(units, start, stop, cost: CostModel, stage: int, config: StageCo
     """A stage's compute and send per microbatch, weighed by the share that visits it."""
     pp = config.pp
     share = config.visits[stage] if config.visits else 1.0
-    return share * (sum(u.time for u in units[start:stop]) + cost.p2p_time(
-        units[stop - 1].out_bytes, stage % pp, (stage + 1) % pp))
+    last = stage == config.num_stages - 1
+    return share * (sum(u.time for u in units[start:stop]) + (0.0 if last else cost.p2p_time(
+        units[stop - 1].out_bytes, stage % pp, (stage + 1) % pp)))
 
 
 def _prefix(values) -> list[float]:
@@ -180,8 +185,8 @@ def _prefix(values) -> list[float]:
 
 def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tuple[int, int]]:
     """Contiguous split of the units into stages minimising the slowest one within memory;
-    among splits as slow, the one whose slowest compute is least (a slow link or a heavy
-    embedding can make the slowest stage; the others still get even shares of the work)."""
+    then, among splits no slower, the one whose slowest compute is least (a slow link or a
+    heavy embedding can make the slowest stage; the others still get even shares of work)."""
     n, k = len(units), config.num_stages
     cap = config.memory / max(1, config.num_stages // config.pp)
     inf = float("inf")
@@ -189,41 +194,58 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
     params = _prefix(u.param_numel for u in units)
     acts = _prefix(u.act_bytes for u in units)
     pp = config.pp
-    # what stage s sends crosses the link from its rank to the next stage's
-    send = [[cost.p2p_time(u.out_bytes, s % pp, (s + 1) % pp) for u in units]
-            for s in range(k)] if cost.hw.regions is not None else \
-        [[cost.p2p_time(u.out_bytes) for u in units]] * k
+    # what stage s sends crosses the link from its rank to the next stage's; the last sends
+    # nothing on
+    if cost.hw.regions is not None:
+        send = [[cost.p2p_time(u.out_bytes, s % pp, (s + 1) % pp) for u in units]
+                for s in range(k - 1)]
+    else:
+        send = [[cost.p2p_time(u.out_bytes) for u in units]] * (k - 1)
+    send.append([0.0] * n)
     per_param = 4 + 4 + optimizer_state_bytes(config.optimizer)
     recompute = "all" in config.recompute
     share = config.visits or (1.0,) * k
-    none = (inf, inf)
-    best = [[none] * (n + 1) for _ in range(k + 1)]
-    cut = [[0] * (n + 1) for _ in range(k + 1)]
-    best[0][0] = (0.0, 0.0)
-    for s in range(1, k + 1):
-        held = inflight(config, s - 1)
-        for i in range(s, n - (k - s) + 1):
-            for j in range(s - 1, i):
-                if best[s - 1][j] == none:
-                    continue
-                compute = (time[i] - time[j]) * share[s - 1]
-                worst = (max(best[s - 1][j][0], compute + send[s - 1][i - 1] * share[s - 1]),
-                         max(best[s - 1][j][1], compute))
-                if worst >= best[s][i]:
-                    continue
-                whole = acts[i] - acts[j]
-                saved = (units[j - 1].out_bytes if j > 0 else units[0].out_bytes) \
-                    if recompute else whole
-                extra = whole if recompute else 0.0  # the recomputing backward's working set
-                if (params[i] - params[j]) * per_param + saved * held + extra <= cap:
-                    best[s][i], cut[s][i] = worst, j
-    if best[k][n] == none:  # nothing fits: balance time alone, the plan reports the overflow
+
+    def fits(s: int, j: int, i: int) -> bool:
+        whole = acts[i] - acts[j]
+        saved = (units[j - 1].out_bytes if j > 0 else units[0].out_bytes) \
+            if recompute else whole
+        extra = whole if recompute else 0.0  # the recomputing backward's working set
+        return (params[i] - params[j]) * per_param + saved * inflight(config, s) + extra \
+            <= cap
+
+    def split(cost_of, limit: float) -> tuple[float, list[tuple[int, int]]] | None:
+        """The split minimising the largest cost_of(stage, j, i) with every stage's total
+        within `limit`, or None."""
+        best = [[inf] * (n + 1) for _ in range(k + 1)]
+        cut = [[0] * (n + 1) for _ in range(k + 1)]
+        best[0][0] = 0.0
+        for s in range(1, k + 1):
+            for i in range(s, n - (k - s) + 1):
+                for j in range(s - 1, i):
+                    if best[s - 1][j] == inf:
+                        continue
+                    total = (time[i] - time[j] + send[s - 1][i - 1]) * share[s - 1]
+                    if total > limit:
+                        continue
+                    worst = max(best[s - 1][j], cost_of(s - 1, j, i, total))
+                    if worst < best[s][i] and fits(s - 1, j, i):
+                        best[s][i], cut[s][i] = worst, j
+        if best[k][n] == inf:
+            return None
+        bounds, i = [], n
+        for s in range(k, 0, -1):
+            bounds.append((cut[s][i], i))
+            i = cut[s][i]
+        return best[k][n], list(reversed(bounds))
+
+    found = split(lambda s, j, i, total: total, inf)
+    if found is None:  # nothing fits: balance time alone, the plan reports the overflow
         return _balance(units, replace(config, memory=inf), cost)
-    bounds, i = [], n
-    for s in range(k, 0, -1):
-        bounds.append((cut[s][i], i))
-        i = cut[s][i]
-    return list(reversed(bounds))
+    slowest = found[0]
+    even = split(lambda s, j, i, total: (time[i] - time[j]) * share[s],
+                 slowest * (1 + 1e-9) + 1e-15)
+    return even[1] if even is not None else found[1]
 
 
 def _explain(units, bounds, config, cost) -> list[str]:

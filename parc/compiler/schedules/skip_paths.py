@@ -22,16 +22,12 @@ the same spec always gets the same paths.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 
+from ...dsl.spec import skip_count
+
 Paths = tuple[tuple[int, ...], ...]
-
-
-def skip_count(num_stages: int, m: int, ratio: float) -> int:
-    """Skips over all microbatches: ratio of the middle stages' visits, rounded."""
-    return math.floor(ratio * max(0, num_stages - 2) * m + 0.5)
 
 
 def visit_shares(num_stages: int, m: int, ratio: float) -> tuple[float, ...]:
@@ -100,6 +96,8 @@ def routed_paths(num_stages: int, m: int, ratio: float,
     from stage a to stage b) among those with its count of skips, each stage's earlier
     visits counted against it so the load stays even: paths that keep to fast links."""
     last = num_stages - 1
+    if last < 2:  # no middle stage to skip
+        return tuple(tuple(range(num_stages)) for _ in range(m))
     visits = {s: 0 for s in range(1, last)}
     scale = max(hop(a, b) for a in range(last) for b in range(a + 1, num_stages)) or 1.0
     skipped = []
@@ -136,7 +134,7 @@ def _balanced(num_stages: int, skipped: list[set[int]]) -> Paths:
     """Move skips from the most to the least skipped stage until they differ by one at most
     (a run pattern can leave them two apart)."""
     middle = range(1, num_stages - 1)
-    while True:
+    while len(middle) > 0:
         count = {s: sum(s in c for c in skipped) for s in middle}
         most, least = max(middle, key=count.get), min(middle, key=count.get)
         if count[most] - count[least] <= 1:
@@ -146,6 +144,7 @@ def _balanced(num_stages: int, skipped: list[set[int]]) -> Paths:
                 chosen.discard(most)
                 chosen.add(least)
                 break
+    return _paths(num_stages, skipped)
 
 
 def path_rules(paths: Paths, num_stages: int, m: int, ratio: float) -> str | None:
@@ -268,7 +267,7 @@ def _swapped(path: tuple[int, ...], stage: int) -> tuple[int, ...]:
 
 def _insert(path: list[int], stage: int, drop: int) -> list[int]:
     """`path` without `drop` and with `stage` in its place in stage order (a swap it held
-    is kept where it does not involve either)."""
+    is given up)."""
     kept = [s for s in path if s != drop]
     out = [s for s in kept if s < stage] + [stage] + [s for s in kept if s > stage]
     if any(a > b for a, b in zip(kept, kept[1:])):
