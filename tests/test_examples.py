@@ -59,3 +59,27 @@ def test_llama_uses_grouped_query_attention():
     assert params["llama_block[0].attn.q.w"] == "f32[32, 32]"
     assert params["llama_block[0].attn.k.w"] == "f32[32, 16]"  # 2 kv heads of 8
     assert [op.kind for op in spec.model.ops].count("rope") == 8
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_example_compiles_to_a_program_that_loads(path, kernels, tmp_path):
+    """Every example compiles with either kernel backend; every file it writes is valid
+    Python, and (below 10M parameters, none split over ranks) every stage module builds in
+    one process with its parameters."""
+    from parc.compiler.codegen.program import write_program
+    from parc.compiler.plan import make_plan
+    from parc.runtime.train import Program, load_program
+
+    spec = check_file(path)
+    out = write_program(make_plan(spec), tmp_path / "program", path.name, kernels)
+    sources = sorted(out.glob("*.py"))
+    assert {"main.py", "stage_0.py"} <= {p.name for p in sources}
+    for source in sources:
+        compile(source.read_text(), str(source), "exec")  # raises on a syntax error
+    split = any(p["splits"] for stage in load_program(out)["stages"] for p in stage["params"])
+    if sum(_numel(p.type) for p in spec.model.params) < 10_000_000 and not split:
+        program = Program(out, None)
+        assert sorted(program.modules) == list(range(len(program.spec["stages"])))
+        params = sum(t.numel() for m in program.modules.values() for t in m.parameters())
+        assert params >= sum(_numel(p.type) for p in spec.model.params)
