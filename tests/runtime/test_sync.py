@@ -44,3 +44,42 @@ def test_small_gradients_share_a_bucket_and_keep_their_values(group, monkeypatch
     assert calls == [15 + 7, big, 4]
     for p, b in zip(params, before):
         torch.testing.assert_close(p.grad, b)  # one process: the sum is the gradient itself
+
+
+def _sum_worker(rank: int, port: int, world: int) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        shapes = ((3, 5), (7,), (SYNC_BUCKET_BYTES // 4,), (2, 2))
+
+        def grads(r):
+            gen = torch.Generator().manual_seed(100 + r)
+            return [torch.randn(*s, generator=gen) for s in shapes]
+
+        params = [torch.nn.Parameter(torch.empty(*s)) for s in shapes]
+        for p, g in zip(params, grads(rank)):
+            p.grad = g.clone()
+        params[3].grad = None if rank == 1 else params[3].grad  # a rank with no gradient
+        buckets = pack(params, 0, dist.group.WORLD)
+        for bucket in reversed(buckets):  # launched in any order, finished in order
+            bucket.launch()
+        for bucket in buckets:
+            bucket.finish()
+        every = [grads(r) for r in range(world)]
+        for i, p in enumerate(params):
+            want = sum(g[i] for r, g in enumerate(every) if not (i == 3 and r == 1))
+            torch.testing.assert_close(p.grad, want)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_buckets_sum_each_gradient_over_the_ranks():
+    """Three ranks, each with its own gradients (one rank has none for a parameter): after
+    the buckets, every rank holds each parameter's sum over the ranks, unpacked in place."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sum_worker, args=(port, 3), nprocs=3, join=True)
