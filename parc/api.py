@@ -80,14 +80,33 @@ def resolve_auto(spec: Spec) -> Spec:
 
 
 def compile_program(path: str | Path, out: str | Path, overrides: dict | None = None,
-                    kernels: str | None = None) -> Path:
+                    kernels: str | None = None, compile: bool | None = None) -> Path:
     """Check, plan and write the program directory (whole, or not at all; only where no
-    other file would be lost: see program_target)."""
+    other file would be lost: see program_target). `compile` overrides the spec's."""
     from .compiler.codegen.program import write_program
 
     program_target(out)
-    spec = check(path, overrides)
+    spec = with_compile(resolve_auto(check(path, overrides)), compile)
     return write_program(plan_of(spec), out, spec.file, kernels)
+
+
+def with_compile(spec: Spec, compile: bool | None) -> Spec:
+    """The spec with `compile` set as `--compile` / `--no-compile` says (None: as it is);
+    E351 where the plan cannot run compiled."""
+    if compile is None or spec.parallel is None:
+        return spec
+    from dataclasses import replace
+
+    from .dsl.parallel import compile_conflict
+
+    parallel = spec.parallel
+    why = compile and compile_conflict(parallel.recompute, parallel.schedule.name)
+    if why:
+        where = parallel.schedule.span if parallel.schedule.name == "zb_h1" and \
+            not parallel.recompute else parallel.span
+        raise ParcError([Diagnostic("E351", why.replace("`compile true`", "--compile"),
+                                    where)], spec.sources)
+    return replace(spec, parallel=replace(parallel, compile=compile))
 
 
 def program_target(out: str | Path) -> str:
@@ -121,7 +140,7 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
         overrides: dict | None = None, torchrun_args: list[str] | None = None,
         resume: bool = False, trace: str | Path | None = None,
         kernels: str | None = None, force: bool = False,
-        tensorboard: str | Path | None = None) -> int:
+        tensorboard: str | Path | None = None, compile: bool | None = None) -> int:
     """Check everything that can be checked before launch (preflight.py), compile, launch
     with torchrun, show progress; returns the exit status. `force` launches a plan that
     is over memory."""
@@ -132,7 +151,7 @@ def run(path: str | Path, steps: int | None = None, out: str | Path | None = Non
     from .runtime.launch import failure_summary, launch
 
     check_steps(steps)
-    spec = resolve_auto(check(path, overrides))
+    spec = with_compile(resolve_auto(check(path, overrides)), compile)
     if resume and spec.train.checkpoint_dir is None:
         raise ParcError([Diagnostic("E390", f"--resume: {spec.file} has no `checkpoint every N "
                                     "to \"DIR\"` in `train`", spec.train.span)], spec.sources)

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--out", required=True, metavar="DIR")
     compile_.add_argument("--kernels", choices=("triton", "torch"), default=None,
                           help="kernel backend (default: the spec's; Triton on CUDA)")
+    compile_.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                          help="run each stage under torch.compile (default: the spec's)")
     compile_.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                           help="override a model parameter")
     run = sub.add_parser("run", help="compile and train with torchrun",
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a model parameter")
     run.add_argument("--kernels", choices=("triton", "torch"), default=None,
                      help="kernel backend (default: the spec's; Triton on CUDA, torch on CPU)")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="run each stage under torch.compile (default: the spec's)")
     run.add_argument("--trace", default=None, metavar="DIR",
                      help="record every action of the last step on every rank into DIR")
     run.add_argument("--resume", action="store_true",
@@ -229,7 +233,8 @@ def _cmd_tune(args) -> int:
 
 def _cmd_compile(args) -> int:
     state = api.program_target(args.out)
-    out = api.compile_program(args.file, args.out, api.parse_overrides(args.set), args.kernels)
+    out = api.compile_program(args.file, args.out, api.parse_overrides(args.set), args.kernels,
+                              args.compile)
     how = {"new": "a new directory", "empty": "into the empty directory",
            "program": "replacing the parc program there"}[state]
     print(f"wrote {out} ({how}): " + ", ".join(sorted(p.name for p in out.iterdir())))
@@ -240,7 +245,7 @@ def _cmd_compile(args) -> int:
 def _cmd_run(args) -> int:
     return api.run(args.file, args.steps, args.out, api.parse_overrides(args.set),
                    args.torchrun, args.resume, args.trace, args.kernels, args.force,
-                   tensorboard=args.tensorboard)
+                   tensorboard=args.tensorboard, compile=args.compile)
 
 
 def _cmd_plan(args) -> int:

@@ -7,7 +7,16 @@ import re
 from ..ops.sbp import BROADCAST, NdSbp, Sbp
 from . import ast
 from .diagnostics import closest
-from .settings import POISON, Ident, SettingEvaluator, is_int, is_number, read_settings, show
+from .settings import (
+    POISON,
+    Ident,
+    SettingEvaluator,
+    boolean,
+    is_int,
+    is_number,
+    read_settings,
+    show,
+)
 from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec, skip_count
 
 PIPELINE_AXIS = "pp"
@@ -33,7 +42,20 @@ def _kernels(values, span, err, key):
     return ident("triton", "torch")(values, span, err, key)
 
 
-SETTINGS = {"recompute": _recompute, "kernels": _kernels}
+SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean}
+
+
+def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
+    """Why `compile true` cannot run with this plan, if it cannot."""
+    if recompute:
+        return ("`compile true` cannot run with `recompute`: recomputation runs stages or "
+                "calls again under torch.utils.checkpoint, which parc does not run inside "
+                "compiled stages")
+    if schedule == "zb_h1":
+        return ("`compile true` cannot run with `schedule zb_h1`: its split backward defers "
+                "each matmul's weight gradient by finding the matmul in the autograd graph, "
+                "where a compiled stage leaves one node for the whole stage")
+    return None
 
 
 def glob_regex(pattern: str) -> re.Pattern:
@@ -96,10 +118,17 @@ class ParallelChecker:
                 guess = closest(name, labels)
                 self.fail("E350", f"`recompute {name}`: no call is named `{name}`",
                           spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
+        compiled = settings.get("compile", False)
+        if compiled and schedule is not None:
+            why = compile_conflict(recompute, schedule.name)
+            if why is not None:
+                self.fail("E351", why, spans["compile"],
+                          help="leave out `compile`, or " + (
+                          "`recompute`" if recompute else "use `schedule 1f1b`"))
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
-                            kernels=settings.get("kernels"))
+                            kernels=settings.get("kernels"), compile=compiled)
 
     def auto_spec(self) -> ParallelSpec:
         """A placeholder plan (data parallel over every device) for `parc tune` to replace."""

@@ -182,6 +182,15 @@ def ident(*choices: str):
     return rule
 
 
+def boolean(values, span, err, key):
+    value = _single(values, span, err, key)
+    if value is POISON:
+        return POISON
+    if not isinstance(value, bool):
+        return err("E148", f"`{key}` must be true or false, not {show(value)}", span)
+    return value
+
+
 _EXAMPLE_UNIT = {"bytes": "GB", "bandwidth": "GB/s", "flops": "TFLOPS", "time": "us"}
 
 

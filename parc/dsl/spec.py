@@ -214,6 +214,7 @@ class ParallelSpec:
     span: Span | None = _span()
     auto: bool = False  # `auto`: parc tune chooses; the fields hold plain data parallelism
     kernels: str | None = None  # "triton" or "torch"; None: Triton on CUDA, torch on CPU
+    compile: bool = False  # each stage module runs under torch.compile
 
     @property
     def kernel_backend(self) -> str:

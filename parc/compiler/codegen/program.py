@@ -98,6 +98,9 @@ def program_json(plan: Plan, stages: list[StageCode], kernels: str = "torch") ->
         "loss_partial": [a for a, sbp in (loss.sbp.axes if loss.sbp else ()) if sbp.kind == "P"],
         "recompute": list(spec.parallel.recompute),
         "kernels": kernels,
+        # each stage module under torch.compile with this backend (PARC_COMPILE_BACKEND
+        # replaces it at run time), or false
+        "compile": "inductor" if spec.parallel.compile else False,
         "schedule": {"family": sched.family, "stage_rank": list(sched.stage_rank),
                      "paths": [list(p) for p in sched.paths],
                      "split_backward": sched.split_backward,
