@@ -33,6 +33,14 @@ def load_program(program_dir: str | Path) -> dict:
     return json.loads((Path(program_dir) / "plan.json").read_text())["program"]
 
 
+def compile_backend(spec: dict) -> str | None:
+    """The torch.compile backend of a program's stages (None: eager): the plan's, or
+    PARC_COMPILE_BACKEND's (`aot_eager` traces without generating code)."""
+    if not spec.get("compile"):
+        return None
+    return os.environ.get("PARC_COMPILE_BACKEND") or spec["compile"]
+
+
 class Program:
     """The stages of a program that live on this rank, with their parameters initialised."""
 
@@ -66,6 +74,14 @@ class Program:
             self.modules[stage["index"]] = module.to(self.device)
         self.data_splits = {name: self._splits(d["splits"])
                             for name, d in self.spec["inputs"].items()}
+        # what the executor calls: the modules themselves, or compiled wrappers of them;
+        # `modules` stays the eager modules, whose parameters (and their names) the
+        # optimizer, gradient sync and checkpoints use
+        self.backend = compile_backend(self.spec)
+        self.runners: dict[int, torch.nn.Module] = {
+            index: module if self.backend is None else
+            torch.compile(module, backend=self.backend, dynamic=False)
+            for index, module in self.modules.items()}
 
     def _splits(self, splits) -> list[tuple[int, int, int]]:
         """(dim, ways, index) of this rank for each (axis, dim) that splits a tensor."""
@@ -119,7 +135,7 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
     data = Data(train["data"]["kind"], train["data"]["seed"], spec["inputs"], train["batch"],
                 train["data"].get("path"), train["data"].get("dtype", "u16"),
                 "train" if evaluation and evaluation["holdout"] else "all")
-    executor = Executor(spec, program.modules, program.mesh, program.device)
+    executor = Executor(spec, program.runners, program.mesh, program.device)
     sync = GradientSync(program, executor.last_passes())
     optimizer = optim.build(program)
     ckpt = train.get("checkpoint")
