@@ -19,6 +19,8 @@ from .plan import Plan
 
 
 def reference_spec(spec: Spec, plan: Plan) -> Spec:
+    """The reference runs eager: a plan under `compile` is held to the eager model."""
+    spec = replace(spec, parallel=replace(spec.parallel, compile=False))
     if spec.parallel.schedule.name == "skip":
         staged = staged_spec(spec, plan)
         own = replace(spec.parallel.schedule, given=plan.schedule.paths)

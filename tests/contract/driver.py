@@ -3,12 +3,15 @@
 Usage: torchrun --nproc_per_node=N driver.py STEPS PROGRAM_DIR DUMP_DIR [...]
 
 After each program rank 0 writes DUMP_DIR/losses.txt and DUMP_DIR/done, so a launch that
-fails part-way says which programs finished.
+fails part-way says which programs finished; under `compile` every rank writes what
+torch.compile captured into DUMP_DIR/compiled_rank<R>.json.
 """
 
+import json
 import sys
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from parc.runtime.mesh import build_mesh, init_distributed
@@ -29,7 +32,14 @@ def main() -> None:
         spec = load_program(program_dir)
         mesh = build_mesh(tuple(tuple(a) for a in spec["mesh"]))
         program = Program(program_dir, mesh)
+        torch._dynamo.utils.counters.clear()
         losses = run_steps(program, steps, dump=dump, dump_steps=dumped_steps(steps))
+        if program.backend is not None:  # what this rank compiled: the test checks it ran
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            stats = torch._dynamo.utils.counters["stats"]
+            Path(dump, f"compiled_rank{mesh.rank}.json").write_text(json.dumps(
+                {"backend": program.backend, "stages": sorted(program.runners),
+                 "unique_graphs": stats["unique_graphs"], "calls": stats["calls_captured"]}))
         dist.barrier()
         if mesh.rank == 0:
             Path(dump).mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from parc.runtime.train import load_program
+
 from .harness import (
     GPT_TP,
     GPT_VOCAB,
@@ -71,6 +73,31 @@ def test_one_step_matches_reference(model, tmp_path: Path):
         except AssertionError as exc:
             failures.append(f"{model} {name}: {exc}")
     assert not failures, "\n".join(failures)
+
+
+def test_compiled_stages_match_the_eager_reference(tmp_path: Path, monkeypatch):
+    """`compile true`: every stage under torch.compile (aot_eager: traced by dynamo and AOT
+    autograd, run without generating code) against the eager single-process reference, two
+    steps; every rank reports that its stages really ran compiled."""
+    monkeypatch.setenv("PARC_COMPILE_BACKEND", "aot_eager")  # torchrun passes it to the ranks
+    plans = {"compiled_dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp",
+                                      extra="  compile true\n"),
+             "compiled_gpipe_pp4": dict(mesh="pp = 4", schedule="gpipe",
+                                        extra="  compile true\n")}
+    compiled = {name: compile_pair(variant("gpt_tiny.par", **kw), name, tmp_path)
+                for name, kw in plans.items()}
+    for dist_dir, ref in compiled.values():
+        assert load_program(dist_dir)["compile"] == "inductor"
+        assert load_program(ref)["compile"] is False
+    launch([(d, tmp_path / name / "dump") for name, (d, _) in compiled.items()], steps=2)
+    for name, (_, ref) in compiled.items():
+        dump = tmp_path / name / "dump"
+        reports = [json.loads(p.read_text()) for p in sorted(dump.glob("compiled_rank*.json"))]
+        assert len(reports) == 4, name
+        for report in reports:
+            assert report["backend"] == "aot_eager"
+            assert report["unique_graphs"] >= len(report["stages"]) >= 1, (name, report)
+        compare(dump, ref, tmp_path / name / "refdump", steps=2)
 
 
 def test_twenty_steps_follow_the_reference_curve(tmp_path: Path):
