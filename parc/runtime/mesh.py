@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -53,6 +53,9 @@ class Mesh:
     rank: int
     device: torch.device
     device_mesh: object = None  # torch's DeviceMesh over the same axes
+    # pipeline ranks -> the group joining the copies of a parameter kept on their stages
+    # (sync.copy_group); kept on the mesh, so a later mesh in the same process makes its own
+    copy_groups: dict[tuple[int, ...], object] = field(default_factory=dict)
 
     def size(self, axis: str) -> int:
         return dict(self.axes).get(axis, 1)

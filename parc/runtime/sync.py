@@ -167,15 +167,11 @@ def sum_copies(program) -> None:
             p.grad = local.clone()
 
 
-GROUPS: dict = {}
-
-
 def copy_group(program, pp_ranks: tuple[int, ...]):
     """The process group joining the pipeline ranks that hold copies of a parameter (made by
     every rank in the same order, once)."""
     mesh = program.mesh
-    key = (id(mesh), pp_ranks)
-    if key not in GROUPS:
+    if pp_ranks not in mesh.copy_groups:
         others = [(a, n) for a, n in mesh.axes if a != "pp"]
         count = 1
         for _, n in others:
@@ -190,5 +186,5 @@ def copy_group(program, pp_ranks: tuple[int, ...]):
             group = dist.new_group(members)
             if mesh.rank in members:
                 mine = group
-        GROUPS[key] = mine
-    return GROUPS[key]
+        mesh.copy_groups[pp_ranks] = mine
+    return mesh.copy_groups[pp_ranks]

@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .params import init_full, shard
 from .programs import sibling
 from .step_totals import reduce_loss, reduce_step
-from .sync import GROUPS, GradientSync
+from .sync import GradientSync
 from .tensorboard import Board
 from .weights import WeightsError, fit, load_weights
 
@@ -92,8 +92,7 @@ class Program:
     def groups(self) -> list:
         """Every process group this rank is in: the mesh axes and the copies of parameters."""
         mesh_groups = [g for g in self.mesh.groups.values() if g is not None]
-        copies = [g for (mesh_id, _), g in GROUPS.items()
-                  if mesh_id == id(self.mesh) and g is not None]
+        copies = [g for g in self.mesh.copy_groups.values() if g is not None]
         return mesh_groups + copies
 
     def parameters(self) -> list[torch.nn.Parameter]:

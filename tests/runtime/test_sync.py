@@ -83,3 +83,24 @@ def test_buckets_sum_each_gradient_over_the_ranks():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_sum_worker, args=(port, 3), nprocs=3, join=True)
+
+
+def test_every_mesh_makes_its_own_copy_groups(monkeypatch):
+    """Programs run one after another in one process (the contract driver does): each mesh
+    makes its parameter-copy groups afresh on every rank, whatever address the last one had.
+    A cache keyed by the mesh's id() can find a freed mesh's group on one rank and not on
+    another, and the ranks then disagree on the groups they make: a hang."""
+    from types import SimpleNamespace
+
+    from parc.runtime.mesh import Mesh
+    from parc.runtime.sync import copy_group
+
+    made = []
+    monkeypatch.setattr(dist, "new_group", lambda members: made.append(members) or len(made))
+    for _ in range(3):
+        mesh = Mesh((("pp", 4),), {"pp": 0}, {"pp": None}, 0, torch.device("cpu"))
+        program = SimpleNamespace(mesh=mesh)
+        assert copy_group(program, (0, 3)) == len(made)
+        assert copy_group(program, (0, 3)) == len(made)  # once per mesh
+        del mesh, program
+    assert made == [[0, 3]] * 3
