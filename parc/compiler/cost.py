@@ -14,7 +14,9 @@ from ..dsl.spec import HardwareSpec
 from ..ops.catalog import CATALOG
 from ..ops.comm import COMMS, SYNC_BUCKET_BYTES, backward_bytes, forward_bytes, ring_time
 from ..ops.costs import nbytes, numel, op_cost
+from ..ops.saved import EXTRA, PER_ROW, RELAYOUTS, SAVES, VIEWS
 from ..ops.sbp import Sbp
+from .gathered import gathered_params
 from .ir import Graph, Op
 from .links import axis_link, pipeline_links
 from .peephole import linear_pairs
@@ -47,7 +49,11 @@ class CostModel:
         self.params = {p.name for p in graph.params}
         self.param_like = self._parameter_values()
         self.step_synced = set(step_syncs(graph))  # gradient all-reduces run once per step
+        # parameters gathered where they are read (ZeRO): whole only while in use
+        self.gathered = gathered_params(graph, precision)
+        self.gathered_inner = {n for g in self.gathered.values() for n in g.inner}
         self._concrete: dict = {}
+        self._producer = graph.producers()
         self._links: dict[tuple[int, int], frozenset] = {}
         # results of ops that run inside another op's kernel: a matmul with its bias add
         # (one F.linear), and with the Triton backend all but the last op of a fused chain
@@ -126,6 +132,43 @@ class CostModel:
             if op.kind in COMMS and op.inputs[0] in found:
                 found.add(op.outputs[0])
         return found
+
+    def saved(self, op: Op) -> list[tuple[str, float]]:
+        """What the op's backward keeps (ops/saved.py), as (storage, bytes on one rank): a
+        view is kept as the tensor it views, parameters are not activations, and a gathered
+        parameter is only a handle (gathered.py)."""
+        if op.kind in COMMS:
+            return []
+        producer = self._producer
+        out = []
+        for which in SAVES.get(op.kind, (0,)):
+            name = op.outputs[0] if which == "out" else op.inputs[which]
+            if name in self.param_like:
+                continue
+            if op.kind == "matmul" and name in producer and \
+                    producer[name].kind in RELAYOUTS:  # batched matmul copies the view
+                out.append((f"{name}:contiguous", self.local_bytes(name)))
+                continue
+            while name in producer and (producer[name].kind in VIEWS or (
+                    producer[name].kind == "merge_heads" and
+                    producer[producer[name].inputs[0]].kind == "causal_attention")):
+                name = producer[name].inputs[0]  # attention's output is laid out to merge
+            out.append((name, self.local_bytes(name)))
+        if op.kind in EXTRA:
+            operand, per = EXTRA[op.kind]
+            size = self.local_bytes(op.inputs[operand]) * per
+            if op.kind == "cross_entropy":  # computed in f32 whatever the logits are
+                size = self.local_numel(op.inputs[operand]) * 4 * per
+            out.append((f"{op.outputs[0]}:extra", size))
+        if op.kind == "softmax" and op.attr("causal"):  # the mask, one byte per score
+            seq = self.concrete(op.inputs[0]).shape[-1].as_int() or 0
+            out.append((f"{op.outputs[0]}:mask", float(seq * seq)))
+        if op.kind in PER_ROW:
+            operand, per = PER_ROW[op.kind]
+            shape = self.concrete(op.inputs[operand]).shape
+            rows = self.local_numel(op.inputs[operand]) / max(1, shape[-1].as_int() or 1)
+            out.append((f"{op.outputs[0]}:rows", rows * 4 * per))
+        return out
 
     # ---- time
     def compute_time(self, flops: float, size: float) -> float:

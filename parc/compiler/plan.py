@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..dsl.spec import ScheduleSpec, Spec
 from .cost import CostModel, optimizer_state_bytes, optimizer_time
+from .gathered import working_set
 from .ir import Graph
 from .passes import lower
 from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
@@ -42,6 +43,8 @@ class StageInfo:
     deferred_ops: int = 0
     num_ops: int = 0
     deferred_bytes: float = 0.0  # gradients a split B keeps for its W, per microbatch
+    grad_numel: float = 0.0  # gradient elements held over a step (a gathered one's whole)
+    gathered: list[tuple[float, float]] = field(default_factory=list)  # partition.Unit's
 
 
 @dataclass
@@ -120,7 +123,8 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group),
             sum(u.param_tensors for u in group), sum(u.bwd_deferred for u in group),
             sum(u.deferred_ops for u in group), sum(len(u.ops) for u in group),
-            sum(u.deferred_bytes for u in group)))
+            sum(u.deferred_bytes for u in group), sum(u.grad_numel for u in group),
+            [g for u in group for g in u.gathered]))
     recompute = "all" in config.recompute
     split = config.family == "zb_h1"
     times = {}
@@ -180,12 +184,15 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
     simulation = simulate(schedule, duration, p2p, saved, order=runnable_order(schedule))
     memory = []
     for r in range(pp):
-        numel = sum(st.param_numel for st in stages if st.rank == r)
+        mine = [st for st in stages if st.rank == r]
+        numel = sum(st.param_numel for st in mine)
         acts = simulation.peak_activation_bytes[r]
         if recompute:  # a backward runs its stage's forward again and holds all of it at once
-            acts += max((st.act_bytes for st in stages if st.rank == r), default=0.0)
-        memory.append(RankMemory(numel * 4, numel * 4, numel * optimizer_state_bytes(optimizer),
-                                 acts))
+            acts += max((st.act_bytes for st in mine), default=0.0)
+        # whole gathered parameters in use (ZeRO): one stage runs at a time
+        acts += max((working_set(st.gathered) for st in mine), default=0.0)
+        memory.append(RankMemory(numel * 4, sum(st.grad_numel for st in mine) * 4,
+                                 numel * optimizer_state_bytes(optimizer), acts))
     step_s = max((rank_end(simulation, stages, r) +
                   optimizer_time(cost.hw, optimizer,
                                  sum(st.param_numel for st in stages if st.rank == r),

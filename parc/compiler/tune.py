@@ -20,7 +20,7 @@ from ..dsl.parallel import ParallelChecker
 from ..dsl.parser import parse
 from ..dsl.spec import HardwareSpec, ParallelSpec, ScheduleSpec, Spec
 from ..ops.dims import Dim
-from .cost import CostModel, optimizer_state_bytes
+from .cost import CostModel
 from .passes import lower
 from .passes.partition import StageConfig, Unit, _balance, build_units
 from .plan import Prediction, predict
@@ -300,7 +300,6 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5,
     precision, optimizer = spec.train.precision, spec.train.optimizer.name
     tuner = Tuner(spec, hw, hw.name)
     found = [c for c in candidates(spec, hw, devices) if where is None or where(c)]
-    per_param = 8 + optimizer_state_bytes(optimizer)
     bounded = []
     rejected = []
     for c in found:
@@ -309,7 +308,7 @@ def tune(spec: Spec, devices: int | None = None, top: int = 5,
             tuner.invalid += 1
             continue
         units, cost = tuner.units(c.dp, c.pp, c.tp, c.zero, c.microbatches, precision)
-        static = sum(u.param_numel for u in units) * per_param / c.pp
+        static = sum(u.static_bytes(optimizer) for u in units) / c.pp
         if static > hw.memory:
             rejected.append((c, static - hw.memory))
             continue

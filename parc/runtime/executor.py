@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
 from . import functional
+from .gathered import keep_handles
 from .split_backward import Split, backward_input, backward_weight
 
 TAG = 0  # NCCL ignores tags: messages match by order alone, here too
@@ -155,7 +156,7 @@ class Executor:
         # entering autocast costs tens of microseconds even when disabled: only under bf16
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 \
             else contextlib.nullcontext()
-        with autocast:
+        with autocast, keep_handles(module):
             if self.recompute and torch.is_grad_enabled():
                 outputs = checkpoint(module, *args, use_reentrant=False)
             else:

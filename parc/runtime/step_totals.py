@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from . import live_bytes
+
 
 @dataclass(kw_only=True)
 class StepTotals:
@@ -54,7 +56,10 @@ def _counted_grads(program) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
 
 def peak_memory(device: torch.device) -> int:
-    """This process's peak memory: allocated on a GPU, resident on the CPU."""
+    """This process's peak memory: allocated on a GPU, resident on the CPU (or, with
+    PARC_LIVE_BYTES=1, the peak of its live tensors: live_bytes.py)."""
+    if live_bytes.ACTIVE:
+        return live_bytes.ACTIVE[-1].peak
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

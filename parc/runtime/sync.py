@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..ops.comm import SYNC_BUCKET_BYTES
+from .gathered import finish_all
 
 
 @dataclass(kw_only=True)
@@ -81,11 +82,14 @@ class GradientSync:
         rest: dict[str, list] = {}
         for stage, module in sorted(program.modules.items()):
             seen: set[int] = set()
+            # a gathered parameter's gradient is whole only once its shards are reduced
+            # after the backward (gathered.py): its other axes wait for that
+            gathered = {attr for attr, _, _ in getattr(module, "GATHERED", ())}
             for name, axis in module.STEP_SYNC:
                 if mesh is None or mesh.groups.get(axis) is None:
                     continue  # the reference, or an axis of one device
                 param = getattr(module, name)
-                into = rest if id(param) in seen else firsts
+                into = rest if id(param) in seen or name in gathered else firsts
                 seen.add(id(param))
                 into.setdefault(axis, []).append((stage, param))
         for axis in sorted(firsts):
@@ -123,7 +127,9 @@ class GradientSync:
                 bucket.launch()
 
     def finish(self) -> None:
-        """Wait for every all-reduce, then the later axes, then the copies of parameters."""
+        """Reduce the gathered parameters' gradients into their shards, wait for every
+        all-reduce, then the later axes, then the copies of parameters."""
+        finish_all(self.program.modules)
         for bucket in self.overlapped:  # stages this step did not visit launch here
             bucket.launch()
         for bucket in self.overlapped:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, optim, watchdog
+from . import checkpoint, live_bytes, optim, watchdog
 from .checkpoint_meta import about
 from .data import Data
 from .executor import Executor
@@ -149,56 +149,59 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
     if metrics is not None:
         metrics.start(first)
     losses = []
-    for step in range(first, steps):
-        start = time.perf_counter()
-        lr = optim.set_lr(optimizer, program, step)
-        optimizer.zero_grad(set_to_none=True)
-        traced = trace is not None and step == steps - 1  # the last step: warm
-        if traced and program.mesh is not None:
-            dist.barrier()  # every rank starts the traced step together
+    # PARC_LIVE_BYTES=1: peak memory counts the bytes of live tensors (live_bytes.py)
+    with live_bytes.tracking(program.device, program.parameters()):
+        for step in range(first, steps):
             start = time.perf_counter()
-        watchdog.at(step, "step")
-        result = executor.run(data, step, program.data_splits, trace=traced, sync=sync)
-        watchdog.at(step, "gradient sync and optimizer")
-        sync.finish()
-        totals = reduce_step(program, result.losses, train.get("grad_clip"))
-        loss = totals.loss
-        where = None
-        if dump is not None and dump_steps is None and step == steps - 1:
-            where = dump
-        elif dump is not None and dump_steps is not None and step in dump_steps:
-            where = str(Path(dump) / f"step{step}")
-        if where is not None:
-            _dump(program, where, loss, "grads")
-        optimizer.step()
-        if where is not None:
-            _dump(program, where, loss, "params")
-        seconds = time.perf_counter() - start
-        if step == first and program.mesh is not None:
-            steady_timeouts(program.groups())
-        if traced:
-            _write_trace(program, trace, result.events, step)
-        losses.append(loss)
-        tokens = train["batch"] * train["tokens_per_sample"]
-        if evaluation and (step + 1) % evaluation["every"] == 0:
-            record_eval = evaluate(program, executor, evaluation)
-        else:
-            record_eval = None
-        record = {"step": step, "loss": loss, "lr": lr, "grad_norm": totals.grad_norm,
-                  "step_s": seconds, "tokens_per_s": tokens / seconds,
-                  "mfu": train.get("model_flops", 0.0) / (seconds * train.get("peak_flops", 1.0)),
-                  "peak_mem_bytes": totals.peak_bytes}
-        if record_eval is not None:
-            record["eval_loss"] = record_eval
-        if metrics is not None:  # before the checkpoint: see metrics.py
-            metrics.write(record)
-        if on_step is not None:
-            on_step(record)
-        watchdog.step_took(seconds)
-        if ckpt and (step + 1) % ckpt["every"] == 0:
-            watchdog.at(step, "checkpoint")
-            checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
-                            about(spec))
+            lr = optim.set_lr(optimizer, program, step)
+            optimizer.zero_grad(set_to_none=True)
+            traced = trace is not None and step == steps - 1  # the last step: warm
+            if traced and program.mesh is not None:
+                dist.barrier()  # every rank starts the traced step together
+                start = time.perf_counter()
+            watchdog.at(step, "step")
+            result = executor.run(data, step, program.data_splits, trace=traced, sync=sync)
+            watchdog.at(step, "gradient sync and optimizer")
+            sync.finish()
+            totals = reduce_step(program, result.losses, train.get("grad_clip"))
+            loss = totals.loss
+            where = None
+            if dump is not None and dump_steps is None and step == steps - 1:
+                where = dump
+            elif dump is not None and dump_steps is not None and step in dump_steps:
+                where = str(Path(dump) / f"step{step}")
+            if where is not None:
+                _dump(program, where, loss, "grads")
+            optimizer.step()
+            if where is not None:
+                _dump(program, where, loss, "params")
+            seconds = time.perf_counter() - start
+            if step == first and program.mesh is not None:
+                steady_timeouts(program.groups())
+            if traced:
+                _write_trace(program, trace, result.events, step)
+            losses.append(loss)
+            tokens = train["batch"] * train["tokens_per_sample"]
+            if evaluation and (step + 1) % evaluation["every"] == 0:
+                record_eval = evaluate(program, executor, evaluation)
+            else:
+                record_eval = None
+            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": totals.grad_norm,
+                      "step_s": seconds, "tokens_per_s": tokens / seconds,
+                      "mfu": train.get("model_flops", 0.0) / (
+                          seconds * train.get("peak_flops", 1.0)),
+                      "peak_mem_bytes": totals.peak_bytes}
+            if record_eval is not None:
+                record["eval_loss"] = record_eval
+            if metrics is not None:  # before the checkpoint: see metrics.py
+                metrics.write(record)
+            if on_step is not None:
+                on_step(record)
+            watchdog.step_took(seconds)
+            if ckpt and (step + 1) % ckpt["every"] == 0:
+                watchdog.at(step, "checkpoint")
+                checkpoint.save(ckpt["dir"], step + 1, program.named_shards(), optimizer,
+                                about(spec))
     return losses
 
 

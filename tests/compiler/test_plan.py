@@ -87,7 +87,7 @@ def test_memory_limit_moves_the_boundary():
 
 SMALL_NODE = """hardware small {
   devices 8
-  memory 16 GB
+  memory 10 GB
   flops_bf16 989 TFLOPS
   flops_f32 67 TFLOPS
   mem_bw 3.35 TB/s
@@ -100,7 +100,7 @@ SMALL_NODE = """hardware small {
 
 def test_plan_that_does_not_fit_says_so():
     text = GPT2.replace('hardware node = std.hw.h100_node(nodes = 1)',
-                        SMALL_NODE.replace("16 GB", "1 GB").replace("small", "node"))
+                        SMALL_NODE.replace("10 GB", "1 GB").replace("small", "node"))
     plan = make_plan(check_text(text, "t.par"))
     assert not plan.fits
 
@@ -147,7 +147,9 @@ def test_recomputing_a_def_trades_time_for_memory():
     full = make_plan(check_text(text, "a.par"))
     lean = make_plan(check_text(text.replace("  schedule 1f1b",
                                              "  schedule 1f1b\n  recompute block"), "b.par"))
-    assert max(m.activations for m in lean.memory) < max(m.activations for m in full.memory) / 3
+    # the blocks keep only their inputs; the head's logits and log-softmax are not recomputed
+    assert lean.memory[0].activations < full.memory[0].activations / 5
+    assert max(m.activations for m in lean.memory) < max(m.activations for m in full.memory) / 2
     assert lean.predicted_step_s > full.predicted_step_s
 
 
@@ -192,7 +194,9 @@ def test_bf16_keeps_a_weight_copy_per_microbatch_in_flight():
              (("f32", _two_node_cost("dp = 16")), ("bf16", _two_node_cost("dp = 16", "bf16")))}
     block = {p: next(u for u in us if u.name == "block[0]") for p, us in units.items()}
     weights = 4 * 768 * 768 + 2 * 768 * 3072  # q, k, v, proj; fc1, fc2
-    assert block["bf16"].act_bytes == pytest.approx(block["f32"].act_bytes / 2 + 2 * weights)
+    # (a norm's and attention's row statistics stay f32: 0.1% of it)
+    assert block["bf16"].act_bytes == pytest.approx(block["f32"].act_bytes / 2 + 2 * weights,
+                                                    rel=2e-3)
 
 
 def test_recompute_all_holds_one_stage_forward_at_the_backward():

@@ -15,6 +15,7 @@ from ...ops.comm import COMMS
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.types import TensorT
 from ..boundaries import param_carriers, stage_boundaries
+from ..gathered import gathered_params
 from ..ir import Graph, Op
 from ..passes.fuse import fuse, recompute_instance
 from ..peephole import linear_pairs
@@ -59,6 +60,10 @@ class StageCode:
     loss: str | None = None
     lines: list[str] = field(default_factory=list)
     step_sync: list[tuple[str, str]] = field(default_factory=list)  # (param attr, axis)
+    # parameters gathered where they are read (ZeRO), in the order the forward reads them:
+    # (param attr, [(axis, dim, whole gradient)], dtype or None)
+    gathered: list[tuple[str, list[tuple[str, int, bool]], str | None]] = field(
+        default_factory=list)
     imports: list[str] = field(default_factory=list)
 
     @property
@@ -90,6 +95,8 @@ class Emitter:
         self.params = {p.name: p for p in self.graph.params}
         self.carriers = param_carriers(self.graph)
         self.synced = step_syncs(self.graph)  # grad_all_reduce result -> its operand
+        self.gathers = gathered_params(self.graph, plan.spec.train.precision)
+        self.inner_gathers = {n for g in self.gathers.values() for n in g.inner}
 
     # ---- shapes
     def splits(self, name: str) -> list[tuple[str, int]]:
@@ -186,6 +193,7 @@ class Emitter:
             if line is not None:
                 items.append(_Item(line, op.scope, instance, list(op.inputs), list(op.outputs)))
         later = {v["name"] for v in code.live_out} | {dict(self.graph.outputs).get("loss", "")}
+        items = self.free_gathered(items)
         i = 0
         while i < len(items):
             instance = items[i].instance
@@ -203,6 +211,21 @@ class Emitter:
                                           "causal_softmax", "counted", "dropout", "rope",
                                           "checkpoint", "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
+
+    def free_gathered(self, items: list[_Item]) -> list[_Item]:
+        """A `del` after the last line that reads a gathered parameter: the whole tensor is
+        freed as soon as it has been used (autograd keeps only a handle to it)."""
+        last = {}
+        for k, item in enumerate(items):
+            for name in item.reads:
+                if name in self.gathers:
+                    last[name] = k
+        out = []
+        for k, item in enumerate(items):
+            out.append(item)
+            for name in sorted(n for n, at in last.items() if at == k):
+                out.append(_Item(f"del {var(name)}", item.scope, item.instance, [], []))
+        return out
 
     def fused_kernel(self, k: int, ops: list[Op]) -> FusedKernel:
         kernel = fused_kernels.build(self.graph, k, ops)
@@ -251,6 +274,14 @@ class Emitter:
             if op.outputs[0] in self.synced:
                 code.step_sync.append((attr(self.carriers[op.outputs[0]]), axis))
                 return None
+            if op.outputs[0] in self.inner_gathers:
+                return None  # gathered with the rest of its chain, below
+            if op.outputs[0] in self.gathers:
+                g = self.gathers[op.outputs[0]]
+                code.gathered.append((attr(g.param), [list(s) for s in g.steps], g.dtype))
+                axes = " then ".join(a for a, _, _ in g.steps)
+                return (f"{outs} = self.gathers.use({len(code.gathered) - 1})  # {g.param} "
+                        f"gathered over {axes}{', in bf16' if g.dtype else ''}")
             gather = f", dim={src.dim}" + (", whole_grad=True" if op.attr("grad") == "whole"
                                              else "")
             extra = {"all_gather": gather, "reduce_scatter": f", dim={dst.dim}",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from ...ops.comm import COMMS
 from ..cost import CostModel, optimizer_state_bytes
+from ..gathered import working_set
 from ..ir import Graph, Op
 
 
@@ -51,12 +52,21 @@ class Unit:
     sync_bytes: float = 0.0  # parameter gradient sync traffic, once per step
     param_numel: float = 0.0  # local elements of the parameters it owns
     param_tensors: int = 0  # how many parameters it owns
+    # local elements of the gradients it holds over a step: a gathered parameter's is whole
+    # (summed over the microbatches, reduce-scattered once per step)
+    grad_numel: float = 0.0
+    # (bytes as gathered, f32 bytes) of each parameter gathered where it is read, in order
+    gathered: list[tuple[float, float]] = field(default_factory=list)
     act_bytes: float = 0.0  # saved for backward, one microbatch
     out_bytes: float = 0.0  # what it hands to the next unit, one microbatch
 
     @property
     def time(self) -> float:
         return self.fwd + self.bwd_input + self.bwd_weight
+
+    def static_bytes(self, optimizer: str) -> float:
+        """Parameters, their gradients and the optimizer's state, held all the step."""
+        return self.param_numel * (4 + optimizer_state_bytes(optimizer)) + self.grad_numel * 4
 
 
 @dataclass
@@ -84,6 +94,7 @@ def inflight(config: StageConfig, stage: int) -> float:
 def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
     units: list[Unit] = []
     by_name: dict[str, Unit] = {}
+    kept: dict[str, set[str]] = {}  # unit -> the tensors its backward keeps
     for index, op in enumerate(graph.ops):
         top = op.scope.split(".", 1)[0] if op.scope else ""
         if top and top not in by_name:
@@ -111,24 +122,32 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
                 unit.sync_bytes += moved
             else:
                 unit.comm_bytes += moved
-        for name in op.outputs:
-            value = graph.values[name]
-            if value.type.is_float and op.kind not in ("grad_all_reduce",):
-                unit.act_bytes += cost.local_bytes(name)
+        if op.outputs[0] in cost.gathered:  # whole only while in use: not held per microbatch
+            g = cost.gathered[op.outputs[0]]
+            f32 = cost.local_numel(op.outputs[0]) * 4
+            unit.gathered.append((f32 / 2 if g.dtype == "bf16" else f32, f32))
+        for storage, size in cost.saved(op):  # what the backward keeps, each tensor once
+            if storage not in kept.setdefault(unit.name, set()):
+                kept[unit.name].add(storage)
+                unit.act_bytes += size
         if cost.precision == "bf16" and op.kind == "matmul":
             # autocast casts each f32 weight to bf16 in every forward and keeps the copy for
-            # the backward: two bytes per weight element for each microbatch in flight
+            # the backward: two bytes per weight element for each microbatch in flight (a
+            # gathered weight is gathered in bf16 and gathered again for the backward)
             unit.act_bytes += sum(cost.local_numel(n) * 2 for n in op.inputs
-                                  if n in cost.param_like)
+                                  if n in cost.param_like and not (
+                                      n in cost.gathered and cost.gathered[n].dtype))
     owner = {}
     for unit in units:
         for i in unit.ops:
             for name in graph.ops[i].inputs:
                 owner.setdefault(name, unit)
+    whole = {g.param: g.output for g in cost.gathered.values()}
     for p in graph.params:
         if p.name in owner:
             owner[p.name].param_numel += cost.local_numel(p.name)
             owner[p.name].param_tensors += 1
+            owner[p.name].grad_numel += cost.local_numel(whole.get(p.name, p.name))
     unit_of_op = {i: k for k, u in enumerate(units) for i in u.ops}
     last_reader: dict[str, int] = {}
     for i, op in enumerate(graph.ops):
@@ -158,8 +177,8 @@ def recompute_units(units: list[Unit], names: tuple[str, ...]) -> list[Unit]:
 
 def stage_memory(units: list[Unit], start: int, stop: int, config: StageConfig,
                  stage: int) -> float:
-    params = sum(u.param_numel for u in units[start:stop])
-    static = params * (4 + 4 + optimizer_state_bytes(config.optimizer))
+    static = sum(u.static_bytes(config.optimizer) for u in units[start:stop])
+    static += working_set([g for u in units[start:stop] for g in u.gathered])
     whole = sum(u.act_bytes for u in units[start:stop])
     if "all" in config.recompute:  # inputs kept; one backward holds the stage's forward again
         held = units[start - 1].out_bytes if start > 0 else units[start].out_bytes
@@ -191,7 +210,7 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
     cap = config.memory / max(1, config.num_stages // config.pp)
     inf = float("inf")
     time = _prefix(u.time for u in units)
-    params = _prefix(u.param_numel for u in units)
+    static = _prefix(u.static_bytes(config.optimizer) + working_set(u.gathered) for u in units)
     acts = _prefix(u.act_bytes for u in units)
     pp = config.pp
     # what stage s sends crosses the link from its rank to the next stage's; the last sends
@@ -202,7 +221,6 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
     else:
         send = [[cost.p2p_time(u.out_bytes) for u in units]] * (k - 1)
     send.append([0.0] * n)
-    per_param = 4 + 4 + optimizer_state_bytes(config.optimizer)
     recompute = "all" in config.recompute
     share = config.visits or (1.0,) * k
 
@@ -211,8 +229,7 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
         saved = (units[j - 1].out_bytes if j > 0 else units[0].out_bytes) \
             if recompute else whole
         extra = whole if recompute else 0.0  # the recomputing backward's working set
-        return (params[i] - params[j]) * per_param + saved * inflight(config, s) + extra \
-            <= cap
+        return static[i] - static[j] + saved * inflight(config, s) + extra <= cap
 
     def split(cost_of, limit: float) -> tuple[float, list[tuple[int, int]]] | None:
         """The split minimising the largest cost_of(stage, j, i) with every stage's total
