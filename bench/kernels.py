@@ -5,8 +5,10 @@ Shapes are GPT-2 small (d = 768, vocab 50304) and LLaMA-7B (d = 4096, vocab 3200
 residual + layer norm, residual + RMS norm, bias + GELU, SwiGLU). Each kernel's forward and
 backward are timed with triton.testing.do_bench; bandwidth is the bytes a kernel must move
 (inputs read, outputs written) over its time, reported against the device's memory
-bandwidth. Prints a table and writes bench/out/kernels.json. Needs a GPU: without one it says
-so and exits 1.
+bandwidth. Causal attention (heads of 64 resp. 128, and grouped-query with a quarter of the
+key/value heads) is compute-bound: its rows add TFLOP/s, and its eager is torch's SDPA (flash
+attention on the GPU), so "fwd+bwd parc/eager" is the kernel against SDPA. Prints a table and
+writes bench/out/kernels.json. Needs a GPU: without one it says so and exits 1.
 
     python bench/kernels.py [--mem-bw 3.35e12]
 """
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 TOKENS = 8 * 2048
 WIDTHS = {"gpt2_small": (768, 50304), "llama_7b": (4096, 32000)}
+HEAD_DIMS = {"gpt2_small": 64, "llama_7b": 128}
 # generated kernels of the fuse pass, found by their chain of ops in the tiny examples (the
 # kernels take the row width at run time, so the tiny model's kernels serve any width)
 GENERATED = {("add", "add", "layer_norm"): ("gpt_tiny", "bias_residual_layer_norm"),
@@ -57,10 +60,11 @@ def generated_kernels(where: Path) -> dict:
 
 
 def cases(d: int, vocab: int, dtype, generated: dict, device: str = "cuda",
-          tokens: int = TOKENS, seq: int = 2048) -> dict:
+          tokens: int = TOKENS, seq: int = 2048, head_dim: int = 64) -> dict:
     """name -> (parc's function, torch's, differentiable inputs, bytes it must move)."""
+    from parc.runtime.functional import causal_attention as sdpa
     from parc.runtime.functional import rope as rope_torch
-    from parc.stdlib.kernels import cross_entropy, layer_norm, rms_norm, rope
+    from parc.stdlib.kernels import causal_attention, cross_entropy, layer_norm, rms_norm, rope
 
     def rand(*shape):
         return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
@@ -68,6 +72,10 @@ def cases(d: int, vocab: int, dtype, generated: dict, device: str = "cuda",
     x, r, w, b, bias = rand(tokens, d), rand(tokens, d), rand(d), rand(d), rand(d)
     wide, gate = rand(tokens, 4 * d), rand(tokens, 4 * d)
     q = rand(tokens // seq, d // 64, seq, 64)
+    heads = d // head_dim
+    aq, ak, av = (rand(tokens // seq, heads, seq, head_dim) for _ in range(3))
+    gk, gv = (rand(tokens // seq, heads // 4, seq, head_dim) for _ in range(2))
+    qkv = aq.numel() * aq.element_size()
     rows = min(tokens, 2048)  # cross-entropy over the whole vocabulary for 2048 tokens
     logits = rand(rows, vocab)
     targets = torch.randint(0, vocab, (rows,), device=device)
@@ -101,7 +109,18 @@ def cases(d: int, vocab: int, dtype, generated: dict, device: str = "cuda",
                       (wide, bias), 2 * wide.numel() * wide.element_size()),
         "swiglu": (lambda: g["swiglu"](wide, gate), lambda: F.silu(wide) * gate, (wide, gate),
                    3 * wide.numel() * wide.element_size()),
+        # read q, k, v and write the output (the scores never reach memory)
+        "attention": (lambda: causal_attention(aq, ak, av), lambda: sdpa(aq, ak, av),
+                      (aq, ak, av), 4 * qkv),
+        "attention_gqa": (lambda: causal_attention(aq, gk, gv), lambda: sdpa(aq, gk, gv),
+                          (aq, gk, gv), 2 * qkv + qkv // 2),
     }
+
+
+def attention_flops(q: torch.Tensor) -> float:
+    """Causal attention's forward FLOPs: QK^T and PV over the lower half of the scores."""
+    batch, heads, seq, head_dim = q.shape
+    return 2.0 * batch * heads * seq * seq * head_dim
 
 
 def bench(fn, inputs) -> tuple[float, float]:
@@ -132,22 +151,28 @@ def main() -> None:
     generated = generated_kernels(Path(tempfile.mkdtemp()))
     rows = []
     print(f"{'model':<11} {'kernel':<14} {'parc ms':>8} {'eager ms':>9} {'compile ms':>11} "
-          f"{'parc GB/s':>10} {'of peak':>8} {'fwd+bwd parc/compile':>21}")
+          f"{'parc GB/s':>10} {'of peak':>8} {'fwd+bwd parc/compile':>21} "
+          f"{'fwd+bwd parc/eager':>19} {'TFLOP/s':>8}")
     for model, (d, vocab) in WIDTHS.items():
-        for name, (ours, eager, inputs, moved) in cases(d, vocab, torch.bfloat16,
-                                                             generated).items():
+        for name, (ours, eager, inputs, moved) in cases(d, vocab, torch.bfloat16, generated,
+                                                        head_dim=HEAD_DIMS[model]).items():
             compiled = torch.compile(eager)
             p_fwd, p_both = bench(ours, inputs)
-            e_fwd, _ = bench(eager, inputs)
+            e_fwd, e_both = bench(eager, inputs)
             c_fwd, c_both = bench(compiled, inputs)
             gbs = moved / (p_fwd / 1e3) / 1e9
             row = {"model": model, "kernel": name, "parc_ms": p_fwd, "eager_ms": e_fwd,
                    "compile_ms": c_fwd, "parc_gbs": gbs, "fraction_of_peak": gbs * 1e9 /
-                   args.mem_bw, "fwd_bwd_ratio_vs_compile": p_both / c_both}
+                   args.mem_bw, "fwd_bwd_ratio_vs_compile": p_both / c_both,
+                   "fwd_bwd_ratio_vs_eager": p_both / e_both}
+            if name.startswith("attention"):
+                row["parc_tflops"] = attention_flops(inputs[0]) / (p_fwd / 1e3) / 1e12
             rows.append(row)
             print(f"{model:<11} {name:<14} {p_fwd:>8.3f} {e_fwd:>9.3f} {c_fwd:>11.3f} "
                   f"{gbs:>10.0f} {row['fraction_of_peak']:>8.0%} "
-                  f"{row['fwd_bwd_ratio_vs_compile']:>21.2f}")
+                  f"{row['fwd_bwd_ratio_vs_compile']:>21.2f} "
+                  f"{row['fwd_bwd_ratio_vs_eager']:>19.2f} "
+                  + (f"{row['parc_tflops']:>8.0f}" if "parc_tflops" in row else f"{'':>8}"))
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "kernels.json").write_text(json.dumps(rows, indent=1))

@@ -23,12 +23,17 @@ TRITON_LIBRARY = {
     "rms_norm": "K.rms_norm({0}, {1}, eps={eps!r})",
     "cross_entropy": "K.cross_entropy({0}, {1})",
     "rope": "K.rope({0}, theta={theta!r})",
+    "causal_attention": "K.causal_attention({0}, {1}, {2})",
 }
+# Only where the plan's hardware is a CUDA device: on a CPU the Triton interpreter would run
+# attention's blocks of dots one program at a time, far slower than torch's SDPA.
+CUDA_ONLY = {"causal_attention"}
 
 
-def triton_lowering(kind: str, args: list[str], attrs: dict) -> str | None:
-    """The hand-written Triton kernel (parc.stdlib.kernels as K) for a row-wise op, if any."""
-    if kind not in TRITON_LIBRARY:
+def triton_lowering(kind: str, args: list[str], attrs: dict, device: str) -> str | None:
+    """The hand-written Triton kernel (parc.stdlib.kernels as K) for an op on the plan's
+    hardware `device` ("cuda" or "cpu"), if any."""
+    if kind not in TRITON_LIBRARY or (kind in CUDA_ONLY and device != "cuda"):
         return None
     return TRITON_LIBRARY[kind].format(*args, **attrs)
 

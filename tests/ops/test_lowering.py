@@ -6,7 +6,7 @@ import torch.nn.functional as F  # noqa: N812 - the lowerings are written agains
 
 from parc.ops.catalog import CATALOG
 from parc.ops.dims import Dim
-from parc.ops.lowering import TORCH_DTYPES, torch_lowering
+from parc.ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from parc.ops.types import TensorT
 from parc.runtime.functional import causal_attention, causal_softmax, dropout, rope
 
@@ -74,6 +74,16 @@ def test_gqa_attention_repeats_key_value_heads():
     ref = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
                                          is_causal=True)
     torch.testing.assert_close(causal_attention(q, k, v), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_attention_kernel_is_chosen_on_cuda_only():
+    """The row kernels are the Triton backend's on any device; attention's only on CUDA (on a
+    CPU the interpreter would run it, and SDPA stays)."""
+    qkv = ["q", "k", "v"]
+    assert triton_lowering("causal_attention", qkv, {}, "cuda") == "K.causal_attention(q, k, v)"
+    assert triton_lowering("causal_attention", qkv, {}, "cpu") is None
+    assert triton_lowering("rope", ["x"], {"theta": 1e4}, "cpu") == "K.rope(x, theta=10000.0)"
+    assert triton_lowering("matmul", ["a", "b"], {}, "cuda") is None
 
 
 def test_causal_softmax_is_unfused_causal_attention():

@@ -206,8 +206,9 @@ def test_gpu_benchmark_cases_run_interpreted(tmp_path):
     spec.loader.exec_module(bench)
     generated = bench.generated_kernels(tmp_path)
     assert set(generated) == {name for _, name in bench.GENERATED.values()}
-    cases = bench.cases(64, 96, torch.float32, generated, device="cpu", tokens=16, seq=8)
-    assert len(cases) == 8
+    cases = bench.cases(64, 96, torch.float32, generated, device="cpu", tokens=16, seq=8,
+                        head_dim=16)
+    assert len(cases) == 10
     for name, (ours, eager, inputs, moved) in cases.items():
         assert moved > 0
         got, want = ours(), eager()

@@ -86,7 +86,7 @@ def attr(name: str) -> str:
 class Emitter:
     def __init__(self, plan: Plan, kernels: str = "torch"):
         self.plan = plan
-        self.kernels = kernels  # "triton": row-wise ops use parc.stdlib.kernels
+        self.kernels = kernels  # "triton": parc.stdlib.kernels (ops/lowering.py says which)
         # triton also fuses elementwise chains into generated kernels
         self.graph: Graph = fuse(plan.graph, plan.spec.parallel.recompute) \
             if kernels == "triton" else plan.graph
@@ -312,7 +312,7 @@ class Emitter:
         elif vocab:
             expr = f"C.vocab_parallel_cross_entropy({args[0]}, {args[1]}, {vocab})"
         if expr is None and self.kernels == "triton":
-            expr = triton_lowering(op.kind, args, attrs)
+            expr = triton_lowering(op.kind, args, attrs, self.plan.spec.parallel.hardware.device)
         if expr is None:
             expr = torch_lowering(op.kind, args, ins, attrs)
         factor = self.reduction_factor(op)

@@ -7,7 +7,8 @@ add and the GELU after it, or a bias add and the residual add after it. A layer 
 then joins the group that produced its input even when that value has other users (the
 residual stream): the kernel computes the sum, stores it once and normalises it in the same
 pass over the row. Groups never span a communication op (those are not elementwise), a stage
-boundary or two recomputed calls. Softmax, cross-entropy and rope have hand-written kernels.
+boundary or two recomputed calls. Softmax, cross-entropy and rope have hand-written kernels,
+and so does causal attention (on CUDA plans: ops/lowering.py).
 """
 
 from __future__ import annotations
