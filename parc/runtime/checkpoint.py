@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import filesystem
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.filesystem import SerializationFormat
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 from torch.futures import Future
@@ -38,7 +38,10 @@ from torch.futures import Future
 from .checkpoint_meta import KINDS, CheckpointError, find, inspect, parse_cut
 from .slices import DTYPES, Box, box, overlap, read_box, relative, safetensors_header, volume, whole
 
-FORMAT = "safetensors"  # of the data files; parc_meta.json without `format`: torch.save's
+# The data files' format. torch before 2.8 writes torch.save's only (such a checkpoint loads,
+# its pieces read whole); parc_meta.json without `format` is one of those too.
+SAFETENSORS = getattr(getattr(filesystem, "SerializationFormat", None), "SAFETENSORS", None)
+FORMAT = "safetensors" if SAFETENSORS is not None else "torch_save"
 
 
 def _cut(splits: list) -> str:
@@ -78,8 +81,8 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
             adam_step = int(moments["step"])
         listing[name] = {"cuts": [cut], "shape": _full_shape(param.shape, splits)}
     state[f"rng/rank{rank}"] = torch.get_rng_state()
-    dcp.save(state, storage_writer=dcp.FileSystemWriter(
-        str(tmp), serialization_format=SerializationFormat.SAFETENSORS))
+    options = {"serialization_format": SAFETENSORS} if SAFETENSORS is not None else {}
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp), **options))
     gathered = [None] * (dist.get_world_size() if _distributed() else 1)
     if _distributed():
         dist.all_gather_object(gathered, (listing, adam_step))
@@ -245,7 +248,7 @@ class _Reader(dcp.FileSystemReader):
 
     def __init__(self, path: Path, meta: dict):
         super().__init__(str(path))
-        self.safetensors = meta.get("format") == FORMAT
+        self.safetensors = meta.get("format") == "safetensors"
 
     def read_data(self, plan, planner) -> Future:
         if not self.safetensors:
