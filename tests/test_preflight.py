@@ -86,6 +86,13 @@ def _truncate(name: str):
     return damage
 
 
+def _overwrite(name: str, data: bytes):
+    def damage(step: Path) -> None:
+        target = step / name
+        target.write_bytes(data + target.read_bytes()[len(data):])
+    return damage
+
+
 def _remove(name: str):
     return lambda step: (step / name).unlink()
 
@@ -125,6 +132,8 @@ DAMAGED = {  # name -> (damage to step_4, code, words the error must hold)
     "index random bytes": (_write(".metadata", NOISE), "E393", [".metadata is damaged"]),
     "data truncated": (_truncate("__0_0.distcp"), "E393", ["__0_0.distcp is cut short"]),
     "data missing": (_remove("__0_0.distcp"), "E393", ["__0_0.distcp is missing"]),
+    "data header random bytes": (_overwrite("__0_0.distcp", NOISE[:64]), "E393",
+                                 ["__0_0.distcp is damaged"]),
 }
 
 

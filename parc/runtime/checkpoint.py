@@ -2,9 +2,15 @@
 
 Each rank saves the shards it holds (parameters and AdamW moments) under keys that name the
 parameter and the cut: `param/block[0].attn.q.w/d1w2i0` is dim 1 cut 2 ways, piece 0. A
-metadata file lists every shard of every parameter. Loading under any plan reads the shards a
-parameter was cut into, joins them and cuts this rank's piece, so a checkpoint written with
-pp=4 resumes with dp=2 x tp=2.
+metadata file lists every shard of every parameter; the data files are safetensors files
+(torch.distributed.checkpoint's SAFETENSORS serialization), which keep each tensor's bytes
+row-major at a known place. Loading under any plan works out, from the cuts alone, which saved
+pieces overlap this rank's slice of each parameter and moment, and where (`slices.py`), and
+reads only those parts of those pieces, run by run, straight into this rank's slice: nothing
+is joined, and a rank reads about its share of the checkpoint, not the whole model. So a
+checkpoint written with pp=4 resumes with dp=2 x tp=2, each rank reading what it holds.
+(A checkpoint of torch.save-format data files, as parc wrote before, still loads: each
+overlapping piece is then read whole and cut.)
 
 Each rank's torch RNG state is saved too (data order needs none: batches are a function of the
 seed and the step). A save goes to `step_K.tmp` and is renamed to `step_K` once every rank has
@@ -23,9 +29,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import filesystem
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
+from torch.futures import Future
 
 from .checkpoint_meta import KINDS, CheckpointError, find, inspect, parse_cut
-from .shards import _join
+from .slices import DTYPES, Box, box, overlap, read_box, relative, safetensors_header, volume, whole
+
+# The data files' format. torch before 2.8 writes torch.save's only (such a checkpoint loads,
+# its pieces read whole); parc_meta.json without `format` is one of those too.
+SAFETENSORS = getattr(getattr(filesystem, "SerializationFormat", None), "SAFETENSORS", None)
+FORMAT = "safetensors" if SAFETENSORS is not None else "torch_save"
 
 
 def _cut(splits: list) -> str:
@@ -65,7 +81,8 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
             adam_step = int(moments["step"])
         listing[name] = {"cuts": [cut], "shape": _full_shape(param.shape, splits)}
     state[f"rng/rank{rank}"] = torch.get_rng_state()
-    dcp.save(state, checkpoint_id=str(tmp))
+    options = {"serialization_format": SAFETENSORS} if SAFETENSORS is not None else {}
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp), **options))
     gathered = [None] * (dist.get_world_size() if _distributed() else 1)
     if _distributed():
         dist.all_gather_object(gathered, (listing, adam_step))
@@ -81,7 +98,7 @@ def save(directory: str | Path, step: int, shards: dict, optimizer: torch.optim.
                         entry["cuts"].append(cut)
         kinds = sorted({key.split("/", 1)[0] for key in state} & set(KINDS), key=KINDS.index)
         meta = {"step": step, "adam_step": max(s for _, s in gathered), "params": merged,
-                "kinds": kinds, "ranks": len(gathered), "about": about or {}}
+                "kinds": kinds, "ranks": len(gathered), "format": FORMAT, "about": about or {}}
         (tmp / "parc_meta.json").write_text(json.dumps(meta))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -111,6 +128,7 @@ def latest(directory: str | Path) -> Path | None:
 
 def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Optimizer) -> int:
     """Fill this rank's parameters and AdamW moments from checkpoint `path`; return its step.
+    Only the parts of the saved pieces that overlap this rank's slices are read.
 
     `copies` maps a parameter name to every local tensor holding it (a tied parameter kept on
     two stages has two)."""
@@ -118,30 +136,27 @@ def load(path: str | Path, shards: dict, copies: dict, optimizer: torch.optim.Op
     meta = json.loads((path / "parc_meta.json").read_text())
     kinds = meta.get("kinds", list(KINDS))
     request: dict[str, torch.Tensor] = {}
-    for name in shards:
+    reads: dict[str, list] = {}
+    for name, (_, splits) in shards.items():
         info = meta["params"].get(name)
         if info is None:
             raise KeyError(f"the checkpoint at {path} has no parameter `{name}`")
-        for cut in info["cuts"]:
-            shape = list(info["shape"])
-            for dim, ways, _ in parse_cut(cut):
-                shape[dim] //= ways
-            for kind in kinds:
-                request[f"{kind}/{name}/{cut}"] = torch.empty(shape)
+        mine = box(info["shape"], splits)
+        for kind in kinds:
+            request[f"{kind}/{name}"] = torch.empty([n for _, n in mine])
+            reads[f"{kind}/{name}"] = _parts(path, f"{kind}/{name}", info, mine)
     rank = dist.get_rank() if _distributed() else 0
     rng = f"rng/rank{rank}"
-    if (path / "parc_meta.json").exists() and rank < meta.get("ranks", 0):
+    if rank < meta.get("ranks", 0):
         request[rng] = torch.get_rng_state()
-    dcp.load(request, checkpoint_id=str(path))
+        reads[rng] = [(rng, (0,), (0,), tuple(request[rng].shape))]
+    dcp.load(request, storage_reader=_Reader(path, meta), planner=_Planner(path, reads))
     if rng in request:
         torch.set_rng_state(request[rng])  # same plan size: each rank continues its stream
     with torch.no_grad():
-        for name, (param, splits) in shards.items():
-            cuts = meta["params"][name]["cuts"]
-            full = {kind: _join({parse_cut(c): request[f"{kind}/{name}/{c}"] for c in cuts})
-                    for kind in kinds}
+        for name, (param, _) in shards.items():
+            mine = {kind: request[f"{kind}/{name}"] for kind in kinds}
             for target in copies.get(name, [param]):
-                mine = {kind: _slice(full[kind], splits) for kind in kinds}
                 target.copy_(mine["param"])
                 if meta["adam_step"] > 0 and "exp_avg" in mine:
                     fused = optimizer.defaults.get("fused") or optimizer.defaults.get(
@@ -164,26 +179,95 @@ def export(path: str | Path) -> dict[str, torch.Tensor]:
         path = find(path)
     inspect(path)  # raises CheckpointError naming what is damaged
     meta = json.loads((path / "parc_meta.json").read_text())
-    request = {}
+    request, reads = {}, {}
     for name, info in meta["params"].items():
-        for cut in info["cuts"]:
-            shape = list(info["shape"])
-            for dim, ways, _ in parse_cut(cut):
-                shape[dim] //= ways
-            request[f"param/{name}/{cut}"] = torch.empty(shape)
+        request[name] = torch.empty(info["shape"])
+        reads[name] = _parts(path, f"param/{name}", info, whole(info["shape"]))
     with warnings.catch_warnings():  # one process on purpose
         warnings.simplefilter("ignore", UserWarning)
         try:
-            dcp.load(request, checkpoint_id=str(path), no_dist=True)
+            dcp.load(request, storage_reader=_Reader(path, meta), planner=_Planner(path, reads),
+                     no_dist=True)
         except Exception as exc:  # damaged tensor data: any error of the unpickler
             raise CheckpointError(f"{path} holds damaged tensor data ({type(exc).__name__}: "
                                   f"{str(exc)[:120]})", path) from None
-    return {name: _join({parse_cut(c): request[f"param/{name}/{c}"] for c in info["cuts"]})
-            for name, info in meta["params"].items()}
+    return request
 
 
-def _slice(full: torch.Tensor, splits: list) -> torch.Tensor:
-    out = full
-    for dim, ways, index in splits:
-        out = out.chunk(ways, dim=dim)[index]
-    return out.contiguous()
+def _parts(path: Path, stem: str, info: dict, want: Box) -> list[tuple]:
+    """What to read of tensor `stem` (a kind and a parameter) to fill the box `want` of it:
+    (saved key, where the part starts in that piece, where in `want`, its lengths) for every
+    saved piece that overlaps `want`. The pieces come from one way of cutting (a tied
+    parameter may have been saved cut two ways); they must cover `want`."""
+    patterns: dict[tuple, list[str]] = {}
+    for cut in info["cuts"]:
+        patterns.setdefault(tuple((d, w) for d, w, _ in parse_cut(cut)), []).append(cut)
+    for cuts in patterns.values():
+        parts, covered = [], 0
+        for cut in cuts:
+            piece = box(info["shape"], parse_cut(cut))
+            common = overlap(piece, want)
+            if common is not None:
+                parts.append((f"{stem}/{cut}", relative(common, piece), relative(common, want),
+                              tuple(n for _, n in common)))
+                covered += volume(common)
+        if covered == volume(want):
+            return parts
+    raise CheckpointError(f"the checkpoint at {path} lacks pieces of `{stem}`: its cuts "
+                          f"{info['cuts']} do not cover {list(want)}", path / "parc_meta.json")
+
+
+class _Planner(DefaultLoadPlanner):
+    """Plans the reads `_parts` chose (destination -> parts) instead of whole saved tensors:
+    each read item is one box of one saved piece, copied into its place in the destination."""
+
+    def __init__(self, path: Path, reads: dict[str, list[tuple]]):
+        super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
+        self.path = path
+        self.reads = reads
+
+    def create_local_plan(self) -> LoadPlan:
+        saved = self.metadata.state_dict_metadata
+        items = []
+        for dest, parts in self.reads.items():
+            for key, inside, at, lengths in parts:
+                if key not in saved:
+                    raise CheckpointError(f"the checkpoint at {self.path} has no tensor `{key}`",
+                                          self.path / ".metadata")
+                items.append(ReadItem(
+                    type=LoadItemType.TENSOR, dest_index=MetadataIndex(dest),
+                    dest_offsets=torch.Size(at),
+                    storage_index=MetadataIndex(key, saved[key].chunks[0].offsets),
+                    storage_offsets=torch.Size(inside), lengths=torch.Size(lengths)))
+        return LoadPlan(items)
+
+
+class _Reader(dcp.FileSystemReader):
+    """Reads of each saved piece only the box a read item asks for, from safetensors data
+    files; a checkpoint in torch.save's format goes to the stock reader (pieces read whole)."""
+
+    def __init__(self, path: Path, meta: dict):
+        super().__init__(str(path))
+        self.safetensors = meta.get("format") == "safetensors"
+
+    def read_data(self, plan, planner) -> Future:
+        if not self.safetensors:
+            return super().read_data(plan, planner)
+        files: dict[str, list[ReadItem]] = {}
+        for item in plan.items:
+            files.setdefault(self.storage_data[item.storage_index].relative_path,
+                             []).append(item)
+        for relative_path, items in files.items():
+            with self.fs.create_stream(self.fs.concat_path(self.path, relative_path),
+                                       "rb") as stream:
+                start, tensors = safetensors_header(stream)
+                for item in items:
+                    dtype, shape, begin, _ = tensors[item.storage_index.fqn]
+                    part = read_box(stream, start + begin, shape, DTYPES[dtype],
+                                    item.storage_offsets, item.lengths)
+                    target = planner.resolve_tensor(item).detach()
+                    target.copy_(part)
+                    planner.commit_tensor(item, target)
+        done: Future = Future()
+        done.set_result(None)
+        return done

@@ -3,7 +3,9 @@
 `inspect` proves a checkpoint complete and readable before a job resumes from it: its
 `parc_meta.json` parses and lists every parameter with its shape and cuts, the
 torch.distributed.checkpoint index (`.metadata`) reads and has every tensor a load will ask
-for, in its shape, and the data files are long enough for every tensor in them. Its
+for, in its shape, and the data files are long enough for every tensor in them (a
+safetensors data file: its header lists each tensor the index puts there, in its shape, and
+the file holds the bytes the header places). Its
 `fingerprint` (parameter names and shapes) says which model wrote it; `about` keeps the
 settings it was trained with, so a resume under other settings can say what changed.
 """
@@ -145,6 +147,8 @@ def _meta_problem(meta) -> str | None:
     kinds = meta.get("kinds", list(KINDS))
     if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
         return "`kinds` lists none or unknown kinds of tensor"
+    if meta.get("format", "torch_save") not in ("torch_save", "safetensors"):
+        return f"`format` is `{str(meta['format'])[:40]}`, which parc does not write"
     for name, info in meta["params"].items():
         if not isinstance(info, dict) or not isinstance(info.get("cuts"), list) \
                 or not info["cuts"] or not isinstance(info.get("shape"), list) \
@@ -198,7 +202,8 @@ def _check_index(path: Path, meta: dict) -> None:
         if f"rng/rank{rank}" not in tensors:
             raise CheckpointError(f"{index} lacks rank {rank}'s random state", index)
     ends: dict[str, int] = {}
-    for info in storage.values():
+    holds: dict[str, list] = {}  # data file -> the index's entries of the tensors it holds
+    for key, info in storage.items():
         relative = getattr(info, "relative_path", None)
         if not isinstance(relative, str):
             raise CheckpointError(f"{index} is damaged: a tensor without a data file", index)
@@ -207,6 +212,7 @@ def _check_index(path: Path, meta: dict) -> None:
             raise CheckpointError(f"{index} is damaged: a tensor without a place in {relative}",
                                   index)
         ends[relative] = max(ends.get(relative, 0), offset + length)
+        holds.setdefault(relative, []).append(getattr(key, "fqn", None))
     for relative, end in sorted(ends.items()):
         data = path / relative
         try:
@@ -214,6 +220,31 @@ def _check_index(path: Path, meta: dict) -> None:
         except OSError:
             raise CheckpointError(f"{path} is not a complete checkpoint: {relative} is "
                                   "missing", data) from None
+        if meta.get("format") == "safetensors":
+            end = _safetensors_end(data, index, tensors, holds[relative])
         if size < end:
             raise CheckpointError(f"{data} is cut short: {size} bytes, the index needs {end}",
                                   data)
+
+
+def _safetensors_end(data: Path, index: Path, tensors: dict, keys: list) -> int:
+    """Where the last tensor of safetensors data file `data` ends, by its header, once the
+    header is found to hold every tensor of `keys` in the index's shape."""
+    from .slices import safetensors_header
+
+    try:
+        with data.open("rb") as stream:
+            start, entries = safetensors_header(stream)
+    except EOFError:  # cut inside the header: it needs at least the header
+        with data.open("rb") as stream:
+            head = stream.read(8)
+        return 8 + int.from_bytes(head, "little") if len(head) == 8 else 8
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{data} is damaged: {exc}", data) from None
+    for key in keys:
+        entry = entries.get(key)
+        size = list(getattr(tensors.get(key), "size", None) or [])
+        if entry is None or list(entry[1]) != size:
+            raise CheckpointError(f"{data} does not match {index.name}: it should hold tensor "
+                                  f"`{key}` of shape {size}", data)
+    return start + max((end for _, _, _, end in entries.values()), default=0)

@@ -26,7 +26,7 @@ from .programs import sibling
 from .step_totals import reduce_loss, reduce_step
 from .sync import GradientSync
 from .tensorboard import Board
-from .weights import WeightsError, fit, load_weights
+from .weights import Weights, WeightsError
 
 
 def load_program(program_dir: str | Path) -> dict:
@@ -52,8 +52,8 @@ class Program:
         pp = mesh.coords.get("pp", 0) if mesh is not None else None
         groups = mesh.groups if mesh is not None else {}
         seed = self.spec["train"]["seed"]
-        imported = load_weights(self.spec["train"]["init"]) if self.spec["train"].get("init") \
-            else None
+        imported = Weights(self.spec["train"]["init"]) if self.spec["train"].get("init") \
+            else None  # its index only: each parameter's slice is read when it is set
         self.modules: dict[int, torch.nn.Module] = {}
         for stage in self.spec["stages"]:
             if pp is not None and stage["rank"] != pp:
@@ -62,15 +62,17 @@ class Program:
             module = cls({axis: groups.get(axis) for axis, _ in self.spec["mesh"]})
             with torch.no_grad():
                 for p in stage["params"]:
+                    splits = self._splits(p["splits"])
                     if imported is not None:
                         if p["name"] not in imported:
                             raise WeightsError(f"the weights file has no `{p['name']}` (it "
                                                f"has {len(imported)} tensors)")
-                        full = fit(p["name"], imported[p["name"]], tuple(p["shape"]))
+                        mine = imported.shard(p["name"], tuple(p["shape"]), splits)
                     else:
-                        full = init_full(p["name"], tuple(p["shape"]),
-                                         (p["init"][0], tuple(p["init"][1])), seed)
-                    getattr(module, p["attr"]).copy_(shard(full, self._splits(p["splits"])))
+                        mine = shard(init_full(p["name"], tuple(p["shape"]),
+                                               (p["init"][0], tuple(p["init"][1])), seed),
+                                     splits)
+                    getattr(module, p["attr"]).copy_(mine)
             self.modules[stage["index"]] = module.to(self.device)
         self.data_splits = {name: self._splits(d["splits"])
                             for name, d in self.spec["inputs"].items()}
