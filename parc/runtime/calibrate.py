@@ -113,6 +113,7 @@ def measure_links(nodes: list[int], device: torch.device, sizes: probes.Sizes) -
     dist.broadcast(shared, src=0)
     return {k: (None if math.isnan(v) else v) for k, v in zip(LINKS, shared.tolist())}
 
+
 def worker(out_path: str) -> None:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     backend = backend_for(torch.cuda.is_available(), torch.cuda.device_count(), local_world)
