@@ -10,6 +10,8 @@
 3. The causal attention kernel against SDPA at LLM sizes (bf16, MHA and grouped-query, a
    ragged seq): forward and gradients within twice SDPA's own bf16 error of an f32
    reference, and fwd+bwd timed against SDPA (bench/out/gpu_attention.json).
+4. `parc calibrate` on every GPU: each figure it measures against the H200 data sheet as a
+   ratio (bench/out/gpu_calibrate.json).
 
 Without CUDA it says so and exits 0, so it is safe anywhere; it never runs in CI.
 
@@ -146,6 +148,51 @@ def attention(out: Path) -> None:
     (out / "gpu_attention.json").write_text(json.dumps(rows, indent=1))
 
 
+def calibrate_on_cuda(gpus: int) -> list[dict] | None:
+    """`parc calibrate` on every GPU here: each figure it measures next to the H200 data
+    sheet's (std.hw.h200_node; its latencies and kernel launch are typical figures, not the
+    sheet's) as measured / data sheet. Prints a table, writes bench/out/gpu_calibrate.json
+    (the rows and the hardware block); None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("calibrate: no CUDA device here; skipped")
+        return None
+    from parc.dsl.check import check_text
+    from parc.runtime.calibrate import run_job
+    from parc.runtime.hardware_figures import hardware_block
+
+    sheet = check_text("use std.hw\nhardware h = std.hw.h200_node()\n", "h200.par").hardware["h"]
+    started = time.perf_counter()
+    try:
+        figures = run_job(gpus)
+    except RuntimeError as exc:
+        print(f"calibrate: failed: {str(exc).strip()[-500:]}")
+        return None
+    pairs = [("flops_bf16", "flops_bf16"), ("flops_f32", "flops_f32"), ("mem_bw", "mem_bw"),
+             ("memory", "memory"), ("op_overhead", "op_overhead"),
+             ("launch_overhead", "op_overhead")]
+    if figures.devices > 1:  # one GPU measures no link; one node none across nodes (None)
+        pairs += [(f"{where}{how}_{what}", f"{where}_{what}") for where in ("intra", "inter")
+                  for how in ("", "_p2p") for what in ("bw", "latency")]
+    rows = [{"figure": mine, "measured": getattr(figures, mine), "sheet_figure": theirs,
+             "datasheet": getattr(sheet, theirs),
+             "ratio": getattr(figures, mine) / getattr(sheet, theirs)}
+            for mine, theirs in pairs if getattr(figures, mine) is not None]
+    print(f"calibrate on {figures.devices} x {figures.device_name} "
+          f"({time.perf_counter() - started:.0f} s), against the H200 data sheet:")
+    print(f"{'figure':<18} {'measured':>11} {'data sheet':>11} {'ratio':>6}")
+    for row in rows:
+        print(f"{row['figure']:<18} {row['measured']:>11.4g} {row['datasheet']:>11.4g} "
+              f"{row['ratio']:>6.2f}")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_calibrate.json").write_text(json.dumps(
+        {"device": figures.device_name, "devices": figures.devices, "rows": rows,
+         "block": hardware_block("calibrated", figures)}, indent=1))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-kernels", action="store_true")
@@ -169,6 +216,7 @@ def main() -> None:
                                                     torch.cuda.get_device_name(0),
                                                     "contract": rows}, indent=1))
     attention(out)
+    calibrate_on_cuda(gpus)
     if not args.skip_kernels:
         subprocess.run([sys.executable, str(ROOT / "bench" / "kernels.py")], check=False,
                        env={**os.environ, "TRITON_INTERPRET": "0"})

@@ -270,25 +270,22 @@ def write_parallel_block(path: str | Path, block: str) -> None:
     write_atomic(path, new)
 
 
-def calibrate(devices: int = 4, name: str = "calibrated") -> str:
-    """Measure this machine with `devices` processes; a `hardware` block for specs."""
-    import json
-    import subprocess
-    import tempfile
+def calibrate(devices: int | None = None, name: str = "calibrated",
+              torchrun_args: list[str] | None = None) -> str:
+    """Measure this machine with `devices` processes (default: one per GPU, or 4 on CPU; per
+    node with torchrun's multi-node flags); a `hardware` block for specs."""
+    import torch
 
     from .runtime import calibrate as cal
+    from .runtime.hardware_figures import hardware_block
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "figures.json"
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                 f"--nproc_per_node={devices}", cal.__file__, str(out)],
-                                capture_output=True, text=True, env=env)
-        if result.returncode != 0 or not out.exists():
-            raise ParcError([Diagnostic("E370", "calibration failed: " +
-                                        result.stderr.strip()[-2000:], None)])
-        figures = json.loads(out.read_text())
-    return cal.hardware_block(name, figures, cal.machine_memory() / devices)
+    if devices is None:
+        devices = torch.cuda.device_count() if torch.cuda.is_available() else 4
+    try:
+        figures = cal.run_job(devices, torchrun_args or [])
+    except RuntimeError as exc:
+        raise ParcError([Diagnostic("E370", f"calibration failed: {exc}", None)]) from None
+    return hardware_block(name, figures)
 
 
 def report_run(directory: str | Path):

@@ -93,8 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--json", action="store_true")
     tune.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                       help="override a model parameter")
-    calibrate = sub.add_parser("calibrate", help="measure this machine as a hardware block")
-    calibrate.add_argument("--devices", type=int, default=4, help="processes to measure with")
+    calibrate = sub.add_parser("calibrate", help="measure this machine as a hardware block",
+                               description="Measure this machine as a hardware block. Arguments "
+                               "after `--` go to torchrun (multi-node flags such as --nnodes).")
+    calibrate.add_argument("--devices", type=int, default=None,
+                           help="processes to measure with, per node (default: one per GPU, "
+                           "or 4 on CPU)")
     calibrate.add_argument("--name", default="calibrated", help="the hardware block's name")
     calibrate.add_argument("-o", "--out", default=None, metavar="FILE",
                            help="write the block to FILE (default: print it)")
@@ -188,7 +192,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    block = api.calibrate(args.devices, args.name)
+    block = api.calibrate(args.devices, args.name, args.torchrun)
     if args.out:
         api.write_atomic(args.out, block)
         print(f"wrote {args.out}")

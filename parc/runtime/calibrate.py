@@ -1,113 +1,168 @@
 """`parc calibrate`: measure this machine as the program's ranks see it, as a `hardware` block.
 
-Every rank measures at once (they share the machine as a real job does): matmul FLOP/s in
-f32 and bf16, memory bandwidth (a large copy), and the all-reduce time for a small and a
-large message, from which the ring model gives link latency and bandwidth.
+Every rank measures its device at once (they share the machine as a real job does): matmul
+FLOP/s in f32 and bf16, memory bandwidth (a large copy), what a tiny kernel and an eager IR op
+cost; the slowest rank's figures count. On GPUs (NCCL) that is the GPU's HBM and tensor
+cores; on CPU (gloo) the processes' share of the cores and DRAM. Then the links: all-reduce
+times of a small and a large message over the first node's ranks give the link within a node
+(the ring model's latency per step and bandwidth per device, as the cost model charges
+collectives), the same over a pair of ranks on two nodes the link between nodes; a message
+sent to and back from a rank on the same node, and one on another node, the point-to-point
+figures (kept as comments: the block has one figure per link).
+
+    python -m torch.distributed.run --nproc_per_node=N -m parc.runtime.calibrate FIGURES.json
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import subprocess
 import sys
-import time
+import tempfile
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from . import probes
+from .hardware_figures import (
+    Figures,
+    backend_for,
+    complete,
+    copy_rate,
+    gemm_rate,
+    link_pairs,
+    nodes_of,
+    p2p_link,
+    ring_link,
+)
 
-def _best(fn, repeat: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def measure_compute(size: int = 512) -> dict:
-    a32, b32 = torch.randn(size, size), torch.randn(size, size)
-    flops = 2 * size ** 3
-    f32 = flops / _best(lambda: torch.matmul(a32, b32))
-    a16, b16 = a32.bfloat16(), b32.bfloat16()
-    bf16 = flops / _best(lambda: torch.matmul(a16, b16))
-    src = torch.randn(16 * 1024 * 1024 // 4)
-    dst = torch.empty_like(src)
-    mem_bw = 2 * src.numel() * 4 / _best(lambda: dst.copy_(src))
-    return {"flops_f32": f32, "flops_bf16": bf16, "mem_bw": mem_bw,
-            "op_overhead": measure_overhead()}
+RATES = ("flops_f32", "flops_bf16", "mem_bw", "memory")  # the slowest rank: the least
+TIMES = ("op_overhead", "launch_overhead")  # the slowest rank: the most
+LINKS = ("intra_bw", "intra_latency", "intra_p2p_bw", "intra_p2p_latency", "inter_bw",
+         "inter_latency", "inter_p2p_bw", "inter_p2p_latency")
 
 
-def measure_overhead(blocks: int = 4) -> float:
-    """Seconds per IR op beyond its arithmetic, from eager transformer-like blocks run forward
-    and backward on tiny shapes (what each op of a generated stage costs to dispatch)."""
-    from parc.runtime.functional import causal_attention
-
-    d, heads = 32, 2
-    x = torch.randn(2, 16, d, requires_grad=True)
-    ws = [torch.randn(d, d, requires_grad=True) for _ in range(4 * blocks)]
-    ln = torch.ones(d, requires_grad=True)
-
-    def step():
-        h = x
-        for b in range(blocks):
-            a = torch.nn.functional.layer_norm(h, (d,), ln, None)
-            q, k, v = (torch.matmul(a, ws[4 * b + i]).unflatten(-1, (heads, -1)).transpose(1, 2)
-                       for i in range(3))
-            o = causal_attention(q, k, v).transpose(1, 2).flatten(-2)
-            h = h + torch.matmul(o, ws[4 * b + 3])
-        h.sum().backward()
-    ir_ops = blocks * 13  # layer_norm, 3 x (matmul, split_heads), attention, merge, matmul, add
-    return _best(step, repeat=5) / (3 * ir_ops)  # forward, input and weight gradients
+def measure_device(device: torch.device, sizes: probes.Sizes, local_world: int) -> dict:
+    """This rank's compute and memory figures."""
+    if device.type == "cuda":
+        memory = float(torch.cuda.get_device_properties(device).total_memory)
+    else:
+        memory = machine_memory() / local_world
+    return {"flops_f32": gemm_rate(sizes.gemm, probes.gemm_seconds(device, torch.float32, sizes)),
+            "flops_bf16": gemm_rate(sizes.gemm,
+                                    probes.gemm_seconds(device, torch.bfloat16, sizes)),
+            "mem_bw": copy_rate(sizes.copy_bytes, probes.copy_seconds(device, sizes)),
+            "memory": memory,
+            "op_overhead": probes.eager_seconds(device, sizes) / probes.EAGER_OPS,
+            "launch_overhead": probes.launch_seconds(device, sizes) / sizes.launches}
 
 
-def measure_link(world: int) -> dict:
-    """Latency and per-link bandwidth from all-reduce times of a small and a large message."""
-    small, large = torch.zeros(256), torch.zeros(4 * 1024 * 1024)
-    t_small = _best(lambda: dist.all_reduce(small), repeat=20)
-    t_large = _best(lambda: dist.all_reduce(large), repeat=5)
-    steps = 2 * (world - 1)
-    latency = t_small / steps
-    moved = 2 * (world - 1) / world * large.numel() * 4
-    bandwidth = moved / max(t_large - steps * latency, 1e-9)
-    return {"intra_latency": latency, "intra_bw": bandwidth}
+def slowest(figures: dict, device: torch.device) -> dict:
+    """Every rank's figures reduced to the slowest rank's."""
+    values = [figures[k] for k in RATES] + [-figures[k] for k in TIMES]
+    packed = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MIN)
+    out = dict(zip(RATES, packed[:len(RATES)].tolist()))
+    return {**out, **dict(zip(TIMES, (-packed[len(RATES):]).tolist()))}
+
+
+def _ring(members: list[int], group, device, sizes) -> tuple[float, float]:
+    small = probes.all_reduce_seconds(sizes.small_bytes, device, group, sizes.latency_repeat,
+                                      sizes.warmup)
+    large = probes.all_reduce_seconds(sizes.large_bytes, device, group, sizes.repeat,
+                                      sizes.warmup)
+    return ring_link(len(members), small, large, sizes.large_bytes)
+
+
+def _p2p(pair: tuple[int, int], device, sizes) -> tuple[float, float]:
+    rank = dist.get_rank()
+    peer, first = (pair[1], True) if rank == pair[0] else (pair[0], False)
+    small = probes.round_trip_seconds(sizes.small_bytes, device, peer, first,
+                                      sizes.latency_repeat, sizes.warmup)
+    large = probes.round_trip_seconds(sizes.large_bytes, device, peer, first, sizes.repeat,
+                                      sizes.warmup)
+    return p2p_link(small, large, sizes.large_bytes)
+
+
+def measure_links(nodes: list[int], device: torch.device, sizes: probes.Sizes) -> dict:
+    """The link figures, on every rank (rank 0 measures them all, then shares them)."""
+    rank, out = dist.get_rank(), {}
+    node0 = [r for r, n in enumerate(nodes) if n == nodes[0]]
+    same, across = link_pairs(nodes)
+    # every rank creates every group (new_group is collective); only members measure
+    ring = None if len(node0) in (1, len(nodes)) else dist.new_group(node0)
+    pair = dist.new_group(list(across)) if across else None
+    if len(node0) > 1 and rank in node0:
+        out["intra_bw"], out["intra_latency"] = _ring(node0, ring, device, sizes)
+    dist.barrier()
+    if same and rank in same:
+        out["intra_p2p_bw"], out["intra_p2p_latency"] = _p2p(same, device, sizes)
+    dist.barrier()
+    if across and rank in across:
+        out["inter_bw"], out["inter_latency"] = _ring(list(across), pair, device, sizes)
+        out["inter_p2p_bw"], out["inter_p2p_latency"] = _p2p(across, device, sizes)
+    dist.barrier()
+    shared = torch.tensor([out.get(k, math.nan) for k in LINKS], dtype=torch.float64,
+                          device=device)
+    dist.broadcast(shared, src=0)
+    return {k: (None if math.isnan(v) else v) for k, v in zip(LINKS, shared.tolist())}
 
 
 def worker(out_path: str) -> None:
-    dist.init_process_group("gloo")
-    world = dist.get_world_size()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    backend = backend_for(torch.cuda.is_available(), torch.cuda.device_count(), local_world)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else \
+        torch.device("cpu")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    nodes = nodes_of(world, local_world)
+    assert nodes[rank] == int(os.environ.get("GROUP_RANK", nodes[rank])), \
+        "torchrun numbers the ranks node by node"
+    sizes = probes.sizes_for(device.type)
     dist.barrier()
-    compute = measure_compute()
-    figures = torch.tensor([compute["flops_f32"], compute["flops_bf16"], compute["mem_bw"],
-                            -compute["op_overhead"]], dtype=torch.float64)
-    dist.all_reduce(figures, op=dist.ReduceOp.MIN)  # the slowest rank sets the pace
-    link = measure_link(world) if world > 1 else {"intra_latency": 1e-6, "intra_bw": 1e10}
-    if dist.get_rank() == 0:
-        result = {"devices": world, "flops_f32": float(figures[0]),
-                  "flops_bf16": float(figures[1]), "mem_bw": float(figures[2]),
-                  "op_overhead": -float(figures[3]), **link}
-        with open(out_path, "w") as handle:
-            json.dump(result, handle)
+    compute = slowest(measure_device(device, sizes, local_world), device)
+    links = complete(measure_links(nodes, device, sizes))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU processes"
+    figures = Figures(device=device.type, device_name=name, devices=world,
+                      devices_per_node=local_world, **compute, **links)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # on every node: each prints the block
+        Path(out_path).write_text(json.dumps(asdict(figures)))
     dist.barrier()
     dist.destroy_process_group()
 
 
-def hardware_block(name: str, figures: dict, memory_bytes: float) -> str:
-    return (f"# measured by `parc calibrate` on this machine\n"
-            f"hardware {name} {{\n"
-            f"  device cpu\n"
-            f"  devices {figures['devices']}\n"
-            f"  memory {memory_bytes / 1e9:.1f} GB\n"
-            f"  flops_f32 {figures['flops_f32'] / 1e9:.2f} GFLOPS\n"
-            f"  flops_bf16 {figures['flops_bf16'] / 1e9:.2f} GFLOPS\n"
-            f"  mem_bw {figures['mem_bw'] / 1e9:.2f} GB/s\n"
-            f"  intra_bw {figures['intra_bw'] / 1e9:.3f} GB/s\n"
-            f"  intra_latency {figures['intra_latency'] * 1e6:.1f} us\n"
-            f"  efficiency 1.0\n"
-            f"  op_overhead {figures['op_overhead'] * 1e6:.1f} us\n"
-            f"}}\n")
+def run_job(devices: int, torchrun_args: list[str] | tuple[str, ...] = ()) -> Figures:
+    """Calibrate with `devices` processes on this machine (per node, with torchrun's multi-node
+    flags); RuntimeError with what the ranks printed when it fails."""
+    from .launch import rendezvous
 
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "torch.distributed.run", *rendezvous(torchrun_args),
+                   f"--nproc_per_node={devices}", "--max-restarts=0", *torchrun_args,
+                   "-m", "parc.runtime.calibrate", str(out)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not out.exists():
+            raise RuntimeError(failure_text(result.stderr))
+        return Figures(**json.loads(out.read_text()))
+
+
+def failure_text(stderr: str) -> str:
+    """The first error a rank raised, else the end of what torchrun printed."""
+    for line in stderr.splitlines():
+        if re.match(r"(\[rank\d+\]:\s*)?[\w.]+(Error|Exception)\b", line) and \
+                "ChildFailedError" not in line:
+            return line.strip()
+    return stderr.strip()[-2000:]
 
 def machine_memory() -> float:
     try:

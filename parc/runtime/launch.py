@@ -29,14 +29,18 @@ from .metrics import cut_back
 from .monitor import find_hang, read_beats, signal_name
 from .watchdog import child_dies_with_parent
 
-__all__ = ["failure_summary", "launch", "torchrun_command"]
+__all__ = ["failure_summary", "launch", "rendezvous", "torchrun_command"]
+
+
+def rendezvous(torchrun_args) -> list[str]:
+    """`--standalone` unless torchrun's own flags say how the nodes meet."""
+    return [] if any(a.startswith(("--nnodes", "--rdzv", "--master")) for a in
+                     torchrun_args) else ["--standalone"]
 
 
 def torchrun_command(program_dir: Path, nproc: int, args: list[str],
                      torchrun_args: list[str]) -> list[str]:
-    rendezvous = [] if any(a.startswith(("--nnodes", "--rdzv", "--master")) for a in
-                           torchrun_args) else ["--standalone"]
-    return [sys.executable, "-m", "torch.distributed.run", *rendezvous,
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous(torchrun_args),
             f"--nproc_per_node={nproc}", "--max-restarts=0", *torchrun_args,
             str(program_dir / "main.py"), *args]
 

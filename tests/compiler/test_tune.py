@@ -86,18 +86,6 @@ def test_auto_with_a_mesh_is_an_error():
         check_text(text, "a.par")
 
 
-def test_calibrated_block_is_valid_par():
-    from parc.runtime.calibrate import hardware_block
-
-    block = hardware_block("calibrated", {"devices": 4, "flops_f32": 3.2e10,
-                                          "flops_bf16": 1e11, "mem_bw": 2.8e10,
-                                          "intra_bw": 1e9, "intra_latency": 1.2e-4,
-                                          "op_overhead": 7e-6}, 6e9)
-    hw = check_text(block, "hw.par").hardware["calibrated"]
-    assert hw.devices == 4 and hw.op_overhead == pytest.approx(7e-6)
-    assert hw.intra_latency == pytest.approx(1.2e-4)
-
-
 def test_without_a_pipeline_microbatches_go_down_to_one_sample():
     spec = check_file(ROOT / "examples/gpt2_small.par")
     counts = {c.microbatches for c in candidates(spec, spec.parallel.hardware, 8)
