@@ -83,9 +83,15 @@ def test_compiled_stages_match_the_eager_reference(tmp_path: Path, monkeypatch):
     plans = {"compiled_dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp="    tokens, targets: S(0)@dp",
                                       extra="  compile true\n"),
              "compiled_gpipe_pp4": dict(mesh="pp = 4", schedule="gpipe",
-                                        extra="  compile true\n")}
+                                        extra="  compile true\n"),
+             # the gathered weights' hooks and Function, and TP's collectives, under dynamo
+             "compiled_zero_dp2_pp2": dict(mesh="pp = 2, dp = 2", sbp=GPT_ZERO,
+                                           extra="  compile true\n"),
+             "compiled_dp2_tp2": dict(mesh="dp = 2, tp = 2", sbp=GPT_TP,
+                                      extra="  compile true\n")}
     compiled = {name: compile_pair(variant("gpt_tiny.par", **kw), name, tmp_path)
                 for name, kw in plans.items()}
+    assert "self.gathers.use(" in (compiled["compiled_zero_dp2_pp2"][0] / "stage_0.py").read_text()
     for dist_dir, ref in compiled.values():
         assert load_program(dist_dir)["compile"] == "inductor"
         assert load_program(ref)["compile"] is False
@@ -159,6 +165,11 @@ DEFECTS = {
     # a dim split over two axes was gathered outer axis first: rows in the wrong order
     "two_axis_zero": ("gpt_tiny.par", dict(
         mesh="dp = 2, tp = 2",
+        sbp="    tokens, targets: S(0)\n    block[*].mlp.fc1.w: S(0)@dp, S(0)@tp"), ""),
+    # the same gathered over two axes inside a recomputed block: the recomputed function took
+    # the chain's inner gather as an argument the stage never made (a NameError)
+    "two_axis_zero_recompute": ("gpt_tiny.par", dict(
+        mesh="dp = 2, tp = 2", extra="  recompute block\n",
         sbp="    tokens, targets: S(0)\n    block[*].mlp.fc1.w: S(0)@dp, S(0)@tp"), ""),
     # an axis of one device had no group, and gradient sync all-reduced over the whole world
     "size1_axis": ("gpt_tiny.par", dict(mesh="pp = 2, dp = 1, tp = 2",

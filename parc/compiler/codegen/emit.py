@@ -191,7 +191,9 @@ class Emitter:
                 continue
             line = self.line(code, op)
             if line is not None:
-                items.append(_Item(line, op.scope, instance, list(op.inputs), list(op.outputs)))
+                # a gathered parameter reads the module's shard, not its chain's values
+                reads = [] if op.outputs[0] in self.gathers else list(op.inputs)
+                items.append(_Item(line, op.scope, instance, reads, list(op.outputs)))
         later = {v["name"] for v in code.live_out} | {dict(self.graph.outputs).get("loss", "")}
         items = self.free_gathered(items)
         i = 0
