@@ -72,10 +72,12 @@ def gathered_params(graph: Graph, precision: str = "f32") -> dict[str, Gather]:
 
 def working_set(gathers: list[tuple[float, float]]) -> float:
     """The most bytes of whole gathered parameters alive at once, from (gathered bytes, f32
-    bytes) in the order the forward reads them: the one in use and the next one prefetched in
-    the forward; in the backward the one gathered again and its whole gradient."""
+    bytes) in the order the forward reads them: in the forward the one in use and the next
+    one, prefetched; in the backward the one gathered again, its whole gradient and the one
+    before it, prefetched."""
     peak = 0.0
     for k, (size, f32) in enumerate(gathers):
         after = gathers[k + 1][0] if k + 1 < len(gathers) else 0.0
-        peak = max(peak, size + max(after, f32))
+        before = gathers[k - 1][0] if k > 0 else 0.0
+        peak = max(peak, size + after, size + f32 + before)
     return peak

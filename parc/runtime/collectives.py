@@ -28,7 +28,17 @@ def _sum(x: torch.Tensor, group) -> torch.Tensor:
     return out
 
 
-_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+def _gather_into(out: torch.Tensor, x: torch.Tensor, group, async_op: bool = False):
+    """One all-gather into `out` (torch's newer name where it has one; looked up at each call,
+    so a wrapper installed on torch.distributed sees it)."""
+    fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    return fn(out, x, group=group, async_op=async_op)
+
+
+def _scatter_into(out: torch.Tensor, x: torch.Tensor, group, async_op: bool = False):
+    """One reduce-scatter (sum) into `out`."""
+    fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    return fn(out, x, group=group, async_op=async_op)
 
 
 def _gather(x: torch.Tensor, group, dim: int) -> torch.Tensor:
@@ -37,7 +47,7 @@ def _gather(x: torch.Tensor, group, dim: int) -> torch.Tensor:
         return x
     moved = x.movedim(dim, 0).contiguous()
     out = moved.new_empty((_size(group) * moved.shape[0],) + tuple(moved.shape[1:]))
-    _gather_into(out, moved, group=group)
+    _gather_into(out, moved, group)
     return out.movedim(0, dim).contiguous() if dim else out
 
 
@@ -47,7 +57,7 @@ def _scatter_sum(x: torch.Tensor, group, dim: int) -> torch.Tensor:
         return x
     moved = x.movedim(dim, 0).contiguous()
     out = moved.new_empty((moved.shape[0] // _size(group),) + tuple(moved.shape[1:]))
-    dist.reduce_scatter_tensor(out, moved, group=group)
+    _scatter_into(out, moved, group)
     return out.movedim(0, dim).contiguous() if dim else out
 
 

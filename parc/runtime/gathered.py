@@ -3,7 +3,8 @@
 A parameter split over an axis (`S(0)@dp` on a weight) is gathered whole just before the op
 that reads it, and the whole tensor is freed right after: autograd keeps only a handle to it
 (a saved-tensor hook), and the backward gathers it again when it needs it. The next
-parameter's gather is launched while the current one is in use (prefetch). The gradient of the
+parameter's gather is launched while the current one is in use (prefetch): in the forward the
+one read after it, in the backward the one read before it. The gradient of the
 whole tensor is summed over the step's microbatches on this rank, and reduce-scattered into
 the shard's `.grad` once per step, before the optimizer (`Gathers.finish`).
 
@@ -34,7 +35,8 @@ class Gathered:
     steps: tuple[tuple[object, int, bool], ...]  # (group, dim, whole gradient)
     dtype: torch.dtype | None  # cast the shard before gathering (bf16 for a bf16 matmul)
     accum: torch.Tensor | None = None  # the whole gradient, summed over this step's passes
-    pending: tuple | None = None  # a prefetched gather: (work, whole tensor)
+    pending: tuple | None = None  # a prefetched gather: (work, whole tensor, dim)
+    before: Gathered | None = None  # the one the forward gathers before it: the backward's next
 
     @property
     def param(self) -> torch.nn.Parameter:
@@ -118,6 +120,9 @@ class Gathers:
             self.plain.append(None if real else attr)
             self.items.append(Gathered(module=module, attr=attr, steps=real,
                                        dtype=DTYPES[dtype] if dtype else None))
+        gathered = [item for item in self.items if item.steps]
+        for earlier, item in zip(gathered, gathered[1:]):
+            item.before = earlier
 
     def use(self, index: int) -> torch.Tensor:
         if self.plain[index] is not None:
@@ -157,7 +162,10 @@ def _unpack(packed):
     if isinstance(packed, torch.Tensor):
         return packed
     gathered, size, stride, offset = packed
-    return gathered.whole().as_strided(size, stride, offset)
+    full = gathered.whole()
+    if gathered.before is not None:  # the backward runs the layers in reverse: prefetch
+        gathered.before.launch()
+    return full.as_strided(size, stride, offset)
 
 
 def keep_handles(module: torch.nn.Module):

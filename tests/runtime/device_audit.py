@@ -20,8 +20,9 @@ from torch.overrides import TorchFunctionMode
 FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.tensor, torch.arange,
              torch.rand, torch.randn, torch.randint, torch.as_tensor, torch.scalar_tensor}
 HOST_MOVES = {torch.Tensor.cpu, torch.Tensor.numpy}
-COLLECTIVES = ["all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
-               "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "broadcast"]
+COLLECTIVES = ["all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_single",
+               "reduce_scatter", "reduce_scatter_tensor", "reduce_scatter_single", "all_to_all",
+               "all_to_all_single", "broadcast"]
 
 
 class DeviceAudit(TorchFunctionMode):

@@ -3,33 +3,21 @@ per microbatch, the backward gathers it again, the next gather is prefetched, th
 reduce-scattered once per step; and the memory a run measures is the plan's prediction."""
 
 import importlib.util
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 
+from parc.runtime import collectives
 from parc.runtime.gathered import Gathers, keep_handles
 from parc.runtime.live_bytes import LiveBytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def group():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
-                            world_size=1)
-    yield dist.new_group([0])
-    dist.destroy_process_group()
-
-
 class Two(torch.nn.Module):
-    """Two linear layers whose weights are gathered over a group of one rank."""
+    """Two linear layers whose weights are gathered over a group of one rank (the world)."""
 
     GATHERED = (("w1", (("dp", 0, False),), None), ("w2", (("dp", 1, False),), None))
 
@@ -58,9 +46,13 @@ def test_whole_weights_are_not_held_per_microbatch_and_gradients_match(group, mo
     for x in xs:
         plain(x).square().sum().backward()
     scattered = []
-    real = dist.reduce_scatter_tensor
-    monkeypatch.setattr(dist, "reduce_scatter_tensor",
-                        lambda out, x, **kw: scattered.append(x.shape) or real(out, x, **kw))
+    real = collectives._scatter_into
+
+    def counting(out, x, *args, **kwargs):
+        scattered.append(x.shape)
+        return real(out, x, *args, **kwargs)
+
+    monkeypatch.setattr(collectives, "_scatter_into", counting)
     weight = 256 * 256 * 4
     with LiveBytes() as live:
         live.hold(sharded.parameters())
@@ -85,12 +77,25 @@ def test_whole_weights_are_not_held_per_microbatch_and_gradients_match(group, mo
 def test_the_next_gather_is_in_flight_while_one_is_used(group):
     module = Two({"dp": group})
     items = module.gathers.items
-    full = module.gathers.use(0)
-    assert items[1].pending is not None  # prefetched
-    assert torch.equal(full, module.w1)
-    module.gathers.use(1)
+    x = torch.randn(4, 256)
+    with keep_handles(module):
+        t1 = module.gathers.use(0)
+        assert items[1].pending is not None  # the forward's next, prefetched
+        assert torch.equal(t1, module.w1)
+        h = torch.tanh(x @ t1)
+        y = h @ module.gathers.use(1)
     assert items[1].pending is None
+    unpacked = []
+
+    def grad_of_h(grad):  # w2 was gathered again for this gradient, and w1 prefetched
+        unpacked.append(items[0].pending is not None)
+        return grad
+
+    h.register_hook(grad_of_h)
+    y.sum().backward()
+    assert unpacked == [True]
     module.gathers.finish()
+    assert items[0].pending is None
 
 
 def _bench():

@@ -10,17 +10,6 @@ from parc.ops.comm import SYNC_BUCKET_BYTES
 from parc.runtime.sync import pack
 
 
-@pytest.fixture
-def group():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
-                            world_size=1)
-    yield dist.group.WORLD
-    dist.destroy_process_group()
-
-
 def test_small_gradients_share_a_bucket_and_keep_their_values(group, monkeypatch):
     calls = []
     real = dist.all_reduce
