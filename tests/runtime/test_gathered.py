@@ -117,9 +117,9 @@ def test_zero_memory_measured_is_predicted_and_below_replicated():
         for name, sbp in bench.PLANS.items():
             text = bench.spec_text(sbp, model, batch=16, microbatches=2)
             rows[name] = bench.measure(text, Path(tmp) / name, steps=2)
-            stage = (Path(tmp) / name / "run").rglob("stage_0.py")
-            rows[name]["code"] = next(stage).read_text()
-    assert "self.gathers.use(" in rows["zero"]["code"]
+    # each block's eight weights (four projections, two MLP, two norms) and the final norm's
+    assert rows["zero"]["gathered_weights"] == 8 * 4 + 1
+    assert rows["replicated"]["gathered_weights"] == 0
     for name, row in rows.items():
         for measured in row["measured"]:
             assert measured == pytest.approx(row["predicted"], rel=0.1), (name, row)
