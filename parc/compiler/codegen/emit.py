@@ -90,7 +90,8 @@ class Emitter:
         # triton also fuses elementwise chains into generated kernels
         self.graph: Graph = fuse(plan.graph, plan.spec.parallel.recompute) \
             if kernels == "triton" else plan.graph
-        self.fused: list[FusedKernel] = []
+        self.fused: list[FusedKernel] = []  # one per distinct pattern
+        self.patterns: dict[tuple, FusedKernel] = {}
         self.batch = dict(self.graph.bindings).get("batch", 1)
         self.params = {p.name: p for p in self.graph.params}
         self.carriers = param_carriers(self.graph)
@@ -230,8 +231,13 @@ class Emitter:
         return out
 
     def fused_kernel(self, k: int, ops: list[Op]) -> FusedKernel:
-        kernel = fused_kernels.build(self.graph, k, ops)
-        self.fused.append(kernel)
+        """The group's kernel: a new one, or the one of an earlier group with its pattern."""
+        kernel = fused_kernels.build(self.graph, len(self.fused), ops)
+        shared = self.patterns.setdefault(kernel.pattern(), kernel)
+        if shared is kernel:
+            self.fused.append(kernel)
+        shared.sites.append(ops[-1].scope or "(model)")
+        kernel.index = shared.index
         return kernel
 
     @staticmethod

@@ -1,4 +1,6 @@
-"""Triton kernels for the fuse pass's groups: one forward and one backward kernel per group.
+"""Triton kernels for the fuse pass's groups: one forward and one backward kernel per distinct
+pattern, shared by every group with that pattern (a deep model compiles a handful, not one per
+layer).
 
 The forward loads every operand once (expanded to the group's shape), runs the chain in f32 and
 stores the result. The backward recomputes the chain, then walks it in reverse applying each
@@ -72,6 +74,14 @@ class FusedKernel:
     after_rows: list[str] = field(default_factory=list)
     norm: Op | None = None  # a row kernel: the chain's result normalised over the last dim
     keeps_sum: bool = False  # a row kernel also stores the chain's result (used elsewhere)
+    sites: list[str] = field(default_factory=list)  # scopes of every group that calls it
+
+    def pattern(self) -> tuple:
+        """What the kernel's code depends on: groups with the same pattern share one kernel
+        (operand sizes and dtypes are the call's; Triton specialises on them itself)."""
+        return (tuple(self.forward), tuple(self.backward), tuple(self.before_rows),
+                tuple(self.after_rows), self.norm.kind if self.norm else None, self.keeps_sum,
+                len(self.inputs))
 
     @property
     def name(self) -> str:

@@ -1,6 +1,7 @@
 """The fuse pass and its generated Triton kernels (forward and backward) against torch."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,10 +201,12 @@ print("compiled", count)
     return result, {p.stem: p.read_text() for p in out.glob("*.ttir")}
 
 
-def test_generated_kernels_compile_for_an_h100(compiled):
+def test_generated_kernels_compile_for_an_h100(compiled, programs):
     result, _ = compiled
     assert result.returncode == 0, result.stderr[-3000:]
-    assert int(result.stdout.split()[-1]) >= 30
+    written = sum((programs[name][1] / "kernels.py").read_text().count("@triton.jit")
+                  for name in ("gpt_tiny", "llama_tiny"))
+    assert int(result.stdout.split()[-1]) == written >= 14  # every pattern's fwd and bwd
 
 
 def test_generated_offsets_are_64_bit(compiled):
@@ -214,3 +217,22 @@ def test_generated_offsets_are_64_bit(compiled):
     assert any(name.endswith("_bwd") for name in ttir)
     assert {name: narrow_products(text) for name, text in ttir.items()} == \
         {name: [] for name in ttir}
+
+
+def test_groups_with_one_pattern_share_one_kernel(tmp_path):
+    """gpt2_small's 12 blocks fuse the same few chains in every block: the program has one
+    forward and one backward kernel per distinct pattern, each called by every group of it."""
+    spec = check_file(ROOT / "examples/gpt2_small.par")
+    plan = make_plan(spec)
+    emitter = Emitter(plan, "triton")
+    emitter.stages()
+    groups = sum(len(k.sites) for k in emitter.fused)
+    assert groups >= 30 and len(emitter.fused) <= 6, [k.sites for k in emitter.fused]
+    assert len({k.pattern() for k in emitter.fused}) == len(emitter.fused)
+    out = write_program(plan, tmp_path / "p", "g.par", "triton")
+    kernels = (out / "kernels.py").read_text()
+    assert kernels.count("@triton.jit") == 2 * len(emitter.fused)
+    stages = "".join(p.read_text() for p in out.glob("stage_*.py"))
+    calls = {int(n) for n in re.findall(r"kernels\.fused_(\d+)\(", stages)}
+    assert calls == set(range(len(emitter.fused)))
+    assert sum(stages.count(f"kernels.fused_{k}(") for k in calls) == groups
