@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from parc.compiler.codegen.program import write_program  # noqa: E402
 from parc.compiler.plan import make_plan  # noqa: E402
 from parc.dsl.check import check_text  # noqa: E402
-from parc.runtime.train import Program, run_steps  # noqa: E402
+from parc.runtime.programs import Program  # noqa: E402
+from parc.runtime.train import run_steps  # noqa: E402
 
 WARMUP, STEPS = 2, 10
 

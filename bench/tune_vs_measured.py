@@ -41,7 +41,8 @@ def worker(programs: list[str], out: str) -> None:
     import torch.distributed as dist
 
     from parc.runtime.mesh import build_mesh, init_distributed
-    from parc.runtime.train import Program, load_program, run_steps
+    from parc.runtime.programs import Program, load_program
+    from parc.runtime.train import run_steps
 
     init_distributed("gloo")
     results = [float("inf")] * len(programs)

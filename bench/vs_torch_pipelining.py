@@ -100,7 +100,8 @@ def _slowest(seconds: float) -> float:
 
 def time_parc(program_dir: Path) -> list[float]:
     from parc.runtime.mesh import build_mesh
-    from parc.runtime.train import Program, load_program, run_steps
+    from parc.runtime.programs import Program, load_program
+    from parc.runtime.train import run_steps
 
     spec = load_program(program_dir)
     program = Program(program_dir, build_mesh(tuple(tuple(a) for a in spec["mesh"])))

@@ -27,7 +27,7 @@ from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
 from .runtime import checkpoint, functional
 from .runtime.checkpoint_meta import inspect
-from .runtime.train import Program
+from .runtime.programs import Program
 
 
 def _fail(message: str) -> ParcError:

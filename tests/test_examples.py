@@ -69,7 +69,7 @@ def test_example_compiles_to_a_program_that_loads(path, kernels, tmp_path):
     one process with its parameters."""
     from parc.compiler.codegen.program import write_program
     from parc.compiler.plan import make_plan
-    from parc.runtime.train import Program, load_program
+    from parc.runtime.programs import Program, load_program
 
     spec = check_file(path)
     out = write_program(make_plan(spec), tmp_path / "program", path.name, kernels)

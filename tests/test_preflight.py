@@ -21,7 +21,8 @@ TINY = (ROOT / "examples/gpt_tiny.par").read_text()
 
 def serial_checkpoint(where: Path, **hyper) -> Path:
     """A real checkpoint (4 steps, saved every 2) of gpt_tiny trained in this process."""
-    from parc.runtime.train import Program, run_steps
+    from parc.runtime.programs import Program
+    from parc.runtime.train import run_steps
 
     program = serial_program("gpt_tiny.par", where, f'checkpoint every 2 to "{where / "ck"}"',
                              **hyper)

@@ -1,10 +1,11 @@
-"""The training loop of a generated program: mesh, stages, data, schedule, gradient sync,
-AdamW, metrics. `train(program_dir)` runs under torchrun; `reference_step` runs the same spec
-in one process for the correctness contract."""
+"""The training loop of a generated program: each step runs the schedule (executor.py), syncs
+the gradients (sync.py), reduces the loss and clips (step_totals.py), steps the optimizer
+(optim.py), writes metrics, dumps (dumps.py) and checkpoints. `train(program_dir)` runs under
+torchrun; `reference_steps` runs the same spec in one process for the correctness contract.
+The stages this rank runs are loaded by programs.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -14,114 +15,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, live_bytes, optim, watchdog
+from . import checkpoint, dumps, live_bytes, optim, watchdog
 from .checkpoint_meta import about
 from .data import Data
 from .executor import Executor
 from .failure import record as record_failure
-from .mesh import Mesh, build_mesh, first_step_timeout, init_distributed, steady_timeouts
+from .mesh import build_mesh, first_step_timeout, init_distributed, steady_timeouts
 from .metrics import Metrics
-from .params import init_full, shard
-from .programs import sibling
+from .programs import Program, load_program
 from .step_totals import reduce_loss, reduce_step
 from .sync import GradientSync
 from .tensorboard import Board
-from .weights import Weights, WeightsError
-
-
-def load_program(program_dir: str | Path) -> dict:
-    return json.loads((Path(program_dir) / "plan.json").read_text())["program"]
-
-
-def compile_backend(spec: dict) -> str | None:
-    """The torch.compile backend of a program's stages (None: eager): the plan's, or
-    PARC_COMPILE_BACKEND's (`aot_eager` traces without generating code)."""
-    if not spec.get("compile"):
-        return None
-    return os.environ.get("PARC_COMPILE_BACKEND") or spec["compile"]
-
-
-class Program:
-    """The stages of a program that live on this rank, with their parameters initialised."""
-
-    def __init__(self, program_dir: str | Path, mesh: Mesh | None):
-        self.dir = Path(program_dir)
-        self.spec = load_program(self.dir)
-        self.mesh = mesh
-        self.device = mesh.device if mesh is not None else torch.device("cpu")
-        pp = mesh.coords.get("pp", 0) if mesh is not None else None
-        groups = mesh.groups if mesh is not None else {}
-        seed = self.spec["train"]["seed"]
-        imported = Weights(self.spec["train"]["init"]) if self.spec["train"].get("init") \
-            else None  # its index only: each parameter's slice is read when it is set
-        self.modules: dict[int, torch.nn.Module] = {}
-        for stage in self.spec["stages"]:
-            if pp is not None and stage["rank"] != pp:
-                continue
-            cls = getattr(sibling(str(self.dir / "main.py"), stage["module"]), stage["class"])
-            module = cls({axis: groups.get(axis) for axis, _ in self.spec["mesh"]})
-            with torch.no_grad():
-                for p in stage["params"]:
-                    splits = self._splits(p["splits"])
-                    if imported is not None:
-                        if p["name"] not in imported:
-                            raise WeightsError(f"the weights file has no `{p['name']}` (it "
-                                               f"has {len(imported)} tensors)")
-                        mine = imported.shard(p["name"], tuple(p["shape"]), splits)
-                    else:
-                        mine = shard(init_full(p["name"], tuple(p["shape"]),
-                                               (p["init"][0], tuple(p["init"][1])), seed),
-                                     splits)
-                    getattr(module, p["attr"]).copy_(mine)
-            self.modules[stage["index"]] = module.to(self.device)
-        self.data_splits = {name: self._splits(d["splits"])
-                            for name, d in self.spec["inputs"].items()}
-        # what the executor calls: the modules themselves, or compiled wrappers of them;
-        # `modules` stays the eager modules, whose parameters (and their names) the
-        # optimizer, gradient sync and checkpoints use
-        self.backend = compile_backend(self.spec)
-        self.runners: dict[int, torch.nn.Module] = {
-            index: module if self.backend is None else
-            torch.compile(module, backend=self.backend, dynamic=False)
-            for index, module in self.modules.items()}
-
-    def _splits(self, splits) -> list[tuple[int, int, int]]:
-        """(dim, ways, index) of this rank for each (axis, dim) that splits a tensor."""
-        if self.mesh is None:
-            return []
-        return [(dim, self.mesh.size(axis), self.mesh.coords[axis]) for axis, dim in splits]
-
-    def groups(self) -> list:
-        """Every process group this rank is in: the mesh axes and the copies of parameters."""
-        mesh_groups = [g for g in self.mesh.groups.values() if g is not None]
-        copies = [g for g in self.mesh.copy_groups.values() if g is not None]
-        return mesh_groups + copies
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for m in self.modules.values() for p in m.parameters()]
-
-    def copies(self) -> dict[str, list[torch.nn.Parameter]]:
-        """Parameter name -> every local tensor holding it (one per stage that keeps it)."""
-        out: dict[str, list] = {}
-        for stage in self.spec["stages"]:
-            module = self.modules.get(stage["index"])
-            if module is not None:
-                for p in stage["params"]:
-                    out.setdefault(p["name"], []).append(getattr(module, p["attr"]))
-        return out
-
-    def named_shards(self) -> dict[str, tuple[torch.nn.Parameter, list]]:
-        """Parameter name -> (this rank's tensor, its (dim, ways, index) splits). A parameter
-        kept on several stages appears once."""
-        out = {}
-        for stage in self.spec["stages"]:
-            module = self.modules.get(stage["index"])
-            if module is None:
-                continue
-            for p in stage["params"]:
-                out.setdefault(p["name"], (getattr(module, p["attr"]),
-                                           self._splits(p["splits"])))
-        return out
 
 
 def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
@@ -173,15 +77,15 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
             elif dump is not None and dump_steps is not None and step in dump_steps:
                 where = str(Path(dump) / f"step{step}")
             if where is not None:
-                _dump(program, where, loss, "grads")
+                dumps.write_shards(program, where, loss, "grads")
             optimizer.step()
             if where is not None:
-                _dump(program, where, loss, "params")
+                dumps.write_shards(program, where, loss, "params")
             seconds = time.perf_counter() - start
             if step == first and program.mesh is not None:
                 steady_timeouts(program.groups())
             if traced:
-                _write_trace(program, trace, result.events, step)
+                dumps.write_trace(program, trace, result.events, step)
             losses.append(loss)
             tokens = train["batch"] * train["tokens_per_sample"]
             if evaluation and (step + 1) % evaluation["every"] == 0:
@@ -225,47 +129,6 @@ def evaluate(program: Program, executor: Executor, evaluation: dict,
     losses = [reduce_loss(program, executor.evaluate(data, k, program.data_splits, paths))
               for k in range(evaluation["batches"])]
     return sum(losses) / len(losses)
-
-
-def _write_trace(program: Program, directory: str, events: list, step: int) -> None:
-    """Every rank's actions of the traced step, merged by rank 0 into one Chrome trace."""
-    rank = program.mesh.rank if program.mesh is not None else 0
-    pp = program.mesh.coords.get("pp", 0) if program.mesh is not None else 0
-    mine = [{"rank": rank, "pp": pp, "op": op, "stage": s, "mb": mb, "start": a, "end": b}
-            for op, s, mb, a, b in events]
-    gathered = [None] * (dist.get_world_size() if program.mesh is not None else 1)
-    if program.mesh is not None:
-        dist.all_gather_object(gathered, mine)
-    else:
-        gathered = [mine]
-    if rank != 0:
-        return
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    trace = [{"name": "process_name", "ph": "M", "pid": 0,
-              "args": {"name": f"measured step {step}"}}]
-    for part in gathered:
-        for e in part:
-            trace.append({"name": f"{e['op']}{e['stage']}.{e['mb']}", "cat": e["op"], "ph": "X",
-                          "pid": 0, "tid": e["rank"], "ts": e["start"] * 1e6,
-                          "dur": (e["end"] - e["start"]) * 1e6,
-                          "args": {"stage": e["stage"], "microbatch": e["mb"], "pp": e["pp"]}})
-        if part:
-            trace.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": part[0]["rank"],
-                          "args": {"name": f"rank {part[0]['rank']} (pp {part[0]['pp']})"}})
-    (path / "measured_trace.json").write_text(json.dumps({"traceEvents": trace,
-                                                          "displayTimeUnit": "ms"}))
-
-
-def _dump(program: Program, directory: str, loss: float, what: str) -> None:
-    rank = program.mesh.rank if program.mesh is not None else 0
-    path = Path(directory) / f"{what}_rank{rank}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shards = {}
-    for name, (param, splits) in program.named_shards().items():
-        tensor = param.grad if what == "grads" else param
-        shards[name] = (tensor.detach().cpu().clone() if tensor is not None else None, splits)
-    torch.save({"loss": loss, "shards": shards}, path)
 
 
 def train(program_dir: str | Path, steps: int | None = None, out: str | None = None,

@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 
 from parc.runtime.mesh import build_mesh, init_distributed
-from parc.runtime.train import Program, load_program, run_steps
+from parc.runtime.programs import Program, load_program
+from parc.runtime.train import run_steps
 
 
 def dumped_steps(steps: int) -> tuple[int, ...]:

@@ -21,8 +21,9 @@ from parc.compiler.codegen.program import write_program
 from parc.compiler.plan import make_plan
 from parc.compiler.reference import reference_spec
 from parc.dsl.check import check_text
+from parc.runtime.programs import load_program
 from parc.runtime.shards import assemble
-from parc.runtime.train import load_program, reference_steps
+from parc.runtime.train import reference_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).parent / "driver.py"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parc.runtime.train import load_program
+from parc.runtime.programs import load_program
 
 from .harness import (
     GPT_TP,

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from parc.runtime.mesh import build_mesh, init_distributed
-from parc.runtime.train import Program, load_program, run_steps
+from parc.runtime.programs import Program, load_program
+from parc.runtime.train import run_steps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.runtime.device_audit import DeviceAudit  # noqa: E402

@@ -12,7 +12,8 @@ import torch.distributed as dist
 
 from parc.runtime import sync as sync_module
 from parc.runtime.mesh import build_mesh, init_distributed
-from parc.runtime.train import Program, load_program, run_steps
+from parc.runtime.programs import Program, load_program
+from parc.runtime.train import run_steps
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from torch.distributed.checkpoint.filesystem import FileSystem
 
 from parc.runtime import checkpoint, optim, weights
 from parc.runtime.mesh import build_mesh, init_distributed
-from parc.runtime.train import Program, load_program, run_steps
+from parc.runtime.programs import Program, load_program
+from parc.runtime.train import run_steps
 
 
 class Counted:

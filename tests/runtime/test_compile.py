@@ -13,7 +13,8 @@ from parc import api
 from parc.cli import main
 from parc.dsl.check import check_text
 from parc.dsl.diagnostics import ParcError
-from parc.runtime.train import Program, run_steps
+from parc.runtime.programs import Program
+from parc.runtime.train import run_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = (ROOT / "examples" / "gpt_tiny.par").read_text()

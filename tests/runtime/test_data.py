@@ -90,7 +90,7 @@ def test_ignored_targets_leave_the_mean_of_the_others(tmp_path):
     import torch.nn.functional as F  # noqa: N812
 
     from parc.compiler.codegen.program import write_program
-    from parc.runtime.train import Program
+    from parc.runtime.programs import Program
 
     text = SPEC.replace("NEXTS", "nexts: i64[batch, seq] = next(ids)").replace(
         "lm_loss(x, wte, nexts)", "lm_loss(x, wte, nexts, 5)")

@@ -60,7 +60,8 @@ def test_eval_sample_and_the_trainers_own_loss(tmp_path, capsys):
 def skip_checkpoint(tmp_path_factory):
     """A checkpoint of gpt_skip's model: 2 steps in this process (the weights are what
     matter, not the plan that trained them)."""
-    from parc.runtime.train import Program, run_steps
+    from parc.runtime.programs import Program
+    from parc.runtime.train import run_steps
 
     where = tmp_path_factory.mktemp("skip")
     program = serial_program("gpt_skip.par", where, f'checkpoint every 2 to "{where / "ck"}"')

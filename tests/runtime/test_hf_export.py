@@ -11,7 +11,8 @@ from parc.cli import main
 from parc.compiler.codegen.program import write_program
 from parc.compiler.plan import make_plan
 from parc.dsl.check import check_text
-from parc.runtime.train import Program, run_steps
+from parc.runtime.programs import Program
+from parc.runtime.train import run_steps
 
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,7 +28,7 @@ def test_cut_back_keeps_the_steps_before_the_checkpoint(tmp_path):
 
 def serial(tmp: Path):
     """A maker of fresh Programs of one serial gpt_tiny checkpointing every 2 steps."""
-    from parc.runtime.train import Program
+    from parc.runtime.programs import Program
 
     directory = serial_program("gpt_tiny.par", tmp, f'checkpoint every 2 to "{tmp / "ck"}"')
     return lambda: Program(directory, None)

@@ -10,7 +10,7 @@ from parc.compiler.plan import make_plan
 from parc.dsl.check import check_text
 from parc.dsl.diagnostics import ParcError
 from parc.runtime import optim
-from parc.runtime.train import Program
+from parc.runtime.programs import Program
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,9 @@ import torch
 from parc.compiler.codegen.program import write_program
 from parc.compiler.plan import make_plan
 from parc.dsl.check import check_text
+from parc.runtime.programs import Program
 from parc.runtime.shards import assemble
-from parc.runtime.train import Program, reference_steps
+from parc.runtime.train import reference_steps
 
 from ..contract.harness import compile_pair, launch, variant
 

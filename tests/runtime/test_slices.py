@@ -115,7 +115,8 @@ def test_a_checkpoint_of_torch_save_files_still_loads(tmp_path):
     from safetensors import safe_open
 
     from parc.runtime import checkpoint, optim
-    from parc.runtime.train import Program, run_steps
+    from parc.runtime.programs import Program
+    from parc.runtime.train import run_steps
 
     from .serial import serial_program
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from parc.dsl.check import check_text
-from parc.runtime.train import Program
+from parc.runtime.programs import Program
 
 from .serial import serial_program
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from parc.dsl.check import check_text
 from parc.runtime import hf_export, slices
 from parc.runtime.params import init_full, shard
-from parc.runtime.train import Program
+from parc.runtime.programs import Program
 from parc.runtime.weights import Weights, WeightsError, fit
 
 from .serial import serial_program
