@@ -35,12 +35,14 @@ def staged_spec(spec: Spec, plan: Plan) -> Spec:
     reference needs where the stages matter, and what an eval that omits stages runs."""
     stages = tuple(tuple(s.units) for s in plan.stages)
     serial = replace(spec.parallel, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
-                     schedule=ScheduleSpec("gpipe"), recompute=())
+                     schedule=ScheduleSpec("gpipe"), recompute=(),
+                     sequence_parallel=None)
     return replace(spec, parallel=serial)
 
 
 def serial_spec(spec: Spec) -> Spec:
     """The spec as one stage in one process (all of the model, GPipe)."""
     serial = replace(spec.parallel, mesh=(("pp", 1),), sbp={}, stages="auto",
-                     schedule=ScheduleSpec("gpipe"), recompute=())
+                     schedule=ScheduleSpec("gpipe"), recompute=(),
+                     sequence_parallel=None)
     return replace(spec, parallel=serial)

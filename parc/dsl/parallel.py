@@ -42,7 +42,14 @@ def _kernels(values, span, err, key):
     return ident("triton", "torch")(values, span, err, key)
 
 
-SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean}
+def _axis_name(values, span, err, key):
+    if len(values) != 1 or not isinstance(values[0], Ident):
+        return err("E352", f"`{key}` takes the name of a mesh axis, e.g. `{key} tp`", span)
+    return values[0].name
+
+
+SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean,
+            "sequence_parallel": _axis_name}
 
 
 def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
@@ -125,10 +132,40 @@ class ParallelChecker:
                 self.fail("E351", why, spans["compile"],
                           help="leave out `compile`, or " + (
                           "`recompute`" if recompute else "use `schedule 1f1b`"))
+        sequence = settings.get("sequence_parallel")
+        if sequence is not None:
+            self.sequence_axis(sequence, mesh, sbp, spans["sequence_parallel"])
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
-                            kernels=settings.get("kernels"), compile=compiled)
+                            kernels=settings.get("kernels"), compile=compiled,
+                            sequence_parallel=sequence)
+
+    def sequence_axis(self, axis: str, mesh, sbp: dict[str, NdSbp] | None, span) -> None:
+        """`sequence_parallel AXIS`: a mesh axis other than the pipeline's, on which the model
+        inputs are whole (the sequence split is made from them) and the sequence divides."""
+        axes = [a for a, _ in mesh if a != PIPELINE_AXIS]
+        if axis not in axes:
+            self.fail("E352", f"`sequence_parallel {axis}`: " + (
+                      "the pipeline axis splits no tensor" if axis == PIPELINE_AXIS else
+                      f"the mesh has no axis `{axis}`"), span,
+                      help=f"name a tensor-parallel axis: {', '.join(axes)}" if axes else
+                      "the mesh has no axis besides `pp`")
+            return
+        size = dict(mesh)[axis]
+        for info in self.model.inputs:
+            name = info.name
+            entry = (sbp or {}).get(name)
+            if entry is not None and entry.on(axis).kind != "B":
+                self.fail("E352", f"`sequence_parallel {axis}`: input `{name}` is "
+                          f"{entry.on(axis)}@{axis}; the sequence split is made from whole "
+                          "inputs", span, help=f"leave `{name}` whole (B) on `{axis}`")
+                return
+            seq = info.type.shape[1].as_int() if info.type.rank > 1 else None
+            if seq is not None and seq % size:
+                self.fail("E352", f"`sequence_parallel {axis}`: the sequence of `{name}` "
+                          f"({seq}) does not divide by {axis} = {size}", span)
+                return
 
     def auto_spec(self) -> ParallelSpec:
         """A placeholder plan (data parallel over every device) for `parc tune` to replace."""

@@ -215,6 +215,7 @@ class ParallelSpec:
     auto: bool = False  # `auto`: parc tune chooses; the fields hold plain data parallelism
     kernels: str | None = None  # "triton" or "torch"; None: Triton on CUDA, torch on CPU
     compile: bool = False  # each stage module runs under torch.compile
+    sequence_parallel: str | None = None  # the axis that splits the sequence between TP regions
 
     @property
     def kernel_backend(self) -> str:

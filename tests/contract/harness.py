@@ -58,6 +58,13 @@ def variant(example: str, mesh: str, schedule: str = "1f1b", sbp: str = "",
                   f"{body}}}", text, flags=re.S)
 
 
+def with_dropout(text: str, p: float = 0.1) -> str:
+    """The GPT or LLaMA example with dropout on every residual branch."""
+    text = text.replace("x = block(x, heads)", f"x = block(x, heads, drop = {p})")
+    return text.replace("x = llama_block(x, heads, kv_heads, hidden)",
+                        f"x = llama_block(x, heads, kv_heads, hidden, drop = {p})")
+
+
 def compile_pair(text: str, name: str, where: Path,
                  kernels: str | None = None) -> tuple[Path, Path]:
     """The distributed program (with the given kernel backend) and its torch reference."""

@@ -18,3 +18,4 @@ GENERIC_HARDWARE = HardwareSpec(
 class PassContext:
     hardware: HardwareSpec = GENERIC_HARDWARE
     precision: str = "f32"
+    sequence_parallel: str | None = None  # the tensor-parallel axis that also splits the sequence

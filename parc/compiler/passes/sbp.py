@@ -10,6 +10,12 @@ split given up here (results whole where an operand was split) the replicated co
 everything after it. Propagating a split (a batch split above all) costs nothing later, so
 data parallelism is never switched off to save bytes. The op records the operand SBPs it
 needs (`needs(...)`); the boxing pass inserts the conversions.
+
+On the axis of `sequence_parallel` (Megatron's sequence parallelism) two rules narrow the
+choice first: a split weight stays split, and a [batch, seq, width] result is split by
+sequence wherever a signature allows it, never whole or partial. The row-parallel matmul's
+partial sum is then reduce-scattered by sequence and the column-parallel matmul's input
+gathered, and the norms, dropouts and residual adds between them run on 1/n of the rows.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class _AxisChooser:
         self.flop_rate = peak * hw.efficiency
         self.bandwidth, self.latency = axis_link(graph.mesh, hw, axis)
         self.later_flops = later_flops  # FLOPs of every op after each op
+        self.sequence = axis == context.sequence_parallel
 
     def local_dim(self, name: str, dim: int, earlier: list[tuple[str, Sbp]]) -> int | None:
         size = self.types[name].shape[dim].as_int()
@@ -108,10 +115,14 @@ class _AxisChooser:
             if self.fits(op.inputs, sig[0], in_earlier)
             and self.fits(op.outputs, sig[1], out_earlier)]
         assert candidates, f"{op.kind} has no signature on {self.axis}"
+        split: list[Signature] = []
+        if self.sequence:
+            candidates, split = self.sequence_split(op, current, candidates)
         out_sizes = [nbytes(t) / self.ways(e) for t, e in zip(outs, out_earlier)]
         exact = [sig for sig in candidates if list(sig[0]) == current]
         if exact:
             return min(exact, key=lambda sig: self.pending(index, sig, current, out_sizes))
+        candidates = split or candidates
         flops = _flops(self.types, op) / self.ways(out_earlier[0] if out_earlier else [])
 
         def cost(sig: Signature) -> float:
@@ -122,6 +133,36 @@ class _AxisChooser:
             total += flops / (1 if whole else self.n) / self.flop_rate
             return total + self.pending(index, sig, current, out_sizes)
         return min(candidates, key=cost)
+
+    def sequence_split(self, op: Op, current: list[Sbp], candidates: list[Signature]
+                       ) -> tuple[list[Signature], list[Signature]]:
+        """Megatron's sequence parallelism on this axis: the weights keep their split (the
+        activations move into a tensor-parallel region, not the weights out of it), and the
+        residual stream, a [batch, seq, width] value, is neither whole nor a partial sum
+        where it can be split by sequence (a row-parallel result is reduce-scattered before
+        its bias, dropout or residual add): (the signatures left, those that split every
+        stream result by sequence)."""
+        def weight_moved(sig: Signature) -> bool:
+            return any(now.kind == "S" and now != want and self.weight(name)
+                       for name, now, want in zip(op.inputs, current, sig[0]))
+        candidates = [sig for sig in candidates if not weight_moved(sig)] or candidates
+        streams = [k for k, name in enumerate(op.outputs) if self.stream(name)]
+        if not streams:
+            return candidates, []
+        split = [sig for sig in candidates if all(sig[1][k] == SEQUENCE for k in streams)]
+        if split:
+            candidates = [sig for sig in candidates
+                          if not any(sig[1][k].kind in "BP" for k in streams)]
+        return candidates, split
+
+    def weight(self, name: str) -> bool:
+        """A value with no batch dim: a parameter or what is made of parameters alone."""
+        return not any(_batched(d) for d in self.graph.values[name].type.shape)
+
+    def stream(self, name: str) -> bool:
+        """A float [batch, seq, width] value: the residual stream and what is like it."""
+        t = self.graph.values[name].type
+        return t.is_float and t.rank == 3 and _batched(t.shape[0])
 
     def pending(self, index: int, sig: Signature, current: list[Sbp],
                 out_sizes: list[float]) -> float:
@@ -137,6 +178,13 @@ class _AxisChooser:
             # the split is given up: everything after runs replicated
             total += self.later_flops[index] * (1 - 1 / self.n) / self.flop_rate
         return total
+
+
+SEQUENCE = Sbp("S", 1)  # the sequence dim of a [batch, seq, width] value
+
+
+def _batched(dim) -> bool:
+    return "batch" in str(dim)
 
 
 def _later_flops(graph: Graph, types: _Types) -> list[float]:
