@@ -11,6 +11,7 @@ found by the op that reads it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .ir import Graph, Op
@@ -290,3 +291,46 @@ def query_heads(graph: Graph) -> list[int]:
     """The query head count of each attention found (its largest split_heads count)."""
     return [max(p.heads) for p in find_pairs(graph, {v.param for v in find_vocab(graph)})
             if p.heads]
+
+
+def _glob(name: str) -> str:
+    return re.sub(r"\[\d+\]", "[*]", name)
+
+
+def _pair_text(p: Pairing, tp: int, split: bool) -> str:
+    columns = ", ".join(_glob(n) for n, _ in p.column)
+    through = ", ".join(dict.fromkeys(p.through)) or "nothing"
+    biases = f" (biases {', '.join(_glob(b) for b in p.bias)} with them)" if p.bias and split \
+        else ""
+    if p.heads:
+        heads = " and ".join(str(h) for h in sorted(set(p.heads), reverse=True))
+        how = f" split by heads ({heads} heads over tp={tp})" if split else \
+            f" ({heads} heads)"
+        return (f"attention: {columns}{how}{biases}, through {through}, into "
+                f"{_glob(p.row[0])}" + (" split by rows" if split else ""))
+    how = " split by columns" if split else ""
+    return (f"{columns}{how}{biases}, through {through} (elementwise), into "
+            f"{_glob(p.row[0])}" + (" split by rows" if split else ""))
+
+
+def explain(found: Layout) -> list[str]:
+    """Which matmuls were paired and why, which stayed whole and why; one line per pattern
+    (a layer index written `[*]`), with how many places it holds."""
+    lines: dict[str, int] = {}
+
+    def add(text: str) -> None:
+        lines[text] = lines.get(text, 0) + 1
+
+    for p in found.pairs:
+        add(f"paired: {_pair_text(p, found.tp, True)}")
+    for p, why in found.kept:
+        add(f"left whole: {_pair_text(p, found.tp, False)}: {why}")
+    for v in found.vocab:
+        what = "embedding table" if v.kind == "table" else "head into cross_entropy"
+        add(f"vocabulary: {v.param} ({what}) split by its {v.size} rows of vocabulary"
+            if v.dim == 0 else f"vocabulary: {v.param} ({what}) split by its {v.size} "
+            "vocabulary columns")
+    for v, why in found.vocab_kept:
+        add(f"left whole: {v.param}: {why}")
+    return [text + (f" ({n} times)" if n > 1 else "") for text, n in lines.items()] + \
+        [f"every other parameter is replicated over tp={found.tp}"]

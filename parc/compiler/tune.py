@@ -24,6 +24,7 @@ from ..dsl.parser import parse
 from ..dsl.spec import HardwareSpec, ParallelSpec, ScheduleSpec, Spec
 from ..ops.dims import Dim
 from .auto_tp import Layout, layout, query_heads
+from .auto_tp import explain as explain_layout
 from .cost import CostModel
 from .passes import lower
 from .passes.partition import StageConfig, Unit, _balance, build_units
@@ -77,6 +78,11 @@ def _divisors(n: int) -> list[int]:
 def tp_layout(spec: Spec, tp: int) -> Layout:
     """The tensor-parallel split of every parameter, read off the model's graph."""
     return layout(lower(spec, "elaborate"), tp)
+
+
+def tp_explain(spec: Spec, tp: int) -> list[str]:
+    """Which matmuls `sbp_rules` pairs over tp and why, and what stays whole."""
+    return explain_layout(tp_layout(spec, tp)) if tp > 1 else []
 
 
 def _patterns(names: list[str], entries: dict[str, str], known: list[str]) -> list[str]:

@@ -4,9 +4,17 @@ other names, attention left whole where its heads do not divide, everything else
 
 from pathlib import Path
 
+from parc.cli import main
 from parc.compiler.auto_tp import find_pairs, layout
 from parc.compiler.passes import lower
-from parc.compiler.tune import Candidate, candidates, parallel_text, sbp_rules, tune
+from parc.compiler.tune import (
+    Candidate,
+    candidates,
+    parallel_text,
+    sbp_rules,
+    tp_explain,
+    tune,
+)
 from parc.dsl.check import check_file, check_text
 from tests.contract.odd_names import (
     THING,
@@ -109,3 +117,27 @@ parallel on hw { auto }
 """
     spec = check_text(text, "net.par")
     assert _resolved(spec, 1, 2) == {"c1.m": "S(1)", "c2.m": "S(0)"}
+
+
+def test_explain_says_what_was_paired_and_what_stayed_whole():
+    lines = tp_explain(check_text(llama_gqa(1), "gqa.par"), 2)
+    assert lines[0] == ("paired: llama_block[*].ffn.gate.w, llama_block[*].ffn.up.w split by "
+                        "columns, through silu, mul (elementwise), into llama_block[*].ffn.down.w "
+                        "split by rows (4 times)")
+    assert lines[1].startswith("left whole: attention: llama_block[*].attn.q.w")
+    assert lines[1].endswith("heads (4 and 1) do not all divide by tp=2 (4 times)")
+    assert "vocabulary: llama_loss.output.w (head into cross_entropy)" in lines[3]
+    assert tp_explain(check_text(llama_gqa(1), "gqa.par"), 1) == []
+
+
+def test_tune_explain_prints_the_pairs_of_the_plans_it_compares(tmp_path, capsys):
+    spec_file = tmp_path / "thing.par"
+    spec_file.write_text(THING)
+    assert main(["tune", str(spec_file), "--top", "3", "--explain"]) == 0
+    out = capsys.readouterr().out
+    top = tune(check_file(spec_file), top=3).ranked[:2]
+    for label, scored in zip(("winner", "runner-up"), top):
+        header = f"the {label}'s tensor parallelism (tp={scored.candidate.tp}), from the graph:"
+        assert (header in out) == (scored.candidate.tp > 1)
+    if any(s.candidate.tp > 1 for s in top):
+        assert "  paired: cell[*].ff.foo.kernel, cell[*].ff.bar.kernel split by columns" in out
