@@ -25,8 +25,8 @@ __all__ = ["__version__", "calibrate", "check", "chrome_trace", "comparison", "c
            "compile_program", "console", "explain", "export", "graph_to_json", "ir", "make_plan",
            "parse_overrides", "PASS_NAMES", "plan", "plan_json", "plan_of", "plan_tables",
            "program_target", "report_run", "resolve_auto", "run", "schedule_json", "show_graph",
-           "summary", "summary_table", "timeline_svg", "timeline_text", "tune_file", "tune_json",
-           "tune_table", "winner_block", "write_atomic", "write_parallel_block"]
+           "summary", "summary_table", "timeline_svg", "timeline_text", "tp_explain", "tune_file",
+           "tune_json", "tune_table", "winner_block", "write_atomic", "write_parallel_block"]
 
 
 def check(path: str | Path, overrides: dict | None = None, plan: bool = False) -> Spec:
@@ -237,6 +237,13 @@ def explain(winner, runner) -> list[str]:
     from .compiler.tune import explain as why
 
     return why(winner, runner)
+
+
+def tp_explain(spec: Spec, scored) -> list[str]:
+    """How the plan's tensor-parallel layout was found: the matmuls paired, and why."""
+    from .compiler.tune import tp_explain as why
+
+    return why(spec, scored.candidate.tp)
 
 
 def winner_block(spec: Spec, result) -> str:

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--devices", type=int, default=None, help="default: the hardware's")
     tune.add_argument("--top", type=int, default=5, metavar="K")
     tune.add_argument("--explain", action="store_true",
-                      help="why the winner beats the runner-up")
+                      help="why the winner beats the runner-up, and which matmuls its "
+                      "tensor parallelism pairs")
     tune.add_argument("--write", action="store_true",
                       help="replace the file's parallel block with the winner")
     tune.add_argument("--json", action="store_true")
@@ -225,6 +226,13 @@ def _cmd_tune(args) -> int:
     if args.explain and len(result.ranked) > 1:
         for line in api.explain(result.ranked[0], result.ranked[1]):
             out.print(line, markup=False, highlight=False)
+    shown = list(zip(("winner", "runner-up"), result.ranked[:2] if args.explain else []))
+    for label, scored in shown:
+        if scored.candidate.tp > 1:
+            out.print(f"the {label}'s tensor parallelism (tp={scored.candidate.tp}), from the "
+                      "graph:", markup=False, highlight=False)
+            for line in api.tp_explain(spec, scored):
+                out.print(f"  {line}", markup=False, highlight=False)
     block = api.winner_block(spec, result)
     if args.write:
         api.write_parallel_block(args.file, block)

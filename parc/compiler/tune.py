@@ -1,33 +1,34 @@
 """`parc tune`: search the parallel plans of a spec for the fastest one that fits memory.
 
-Candidates: every dp x pp x tp factorisation of the device count (tp inside a node, heads
-divisible by tp), schedule families and virtual stages, microbatch counts, recompute on or off,
-and ZeRO-style parameter sharding over dp. Costs are reused: the model is lowered once per
-(dp, tp, ZeRO) with two layers and the block's cost is repeated for the rest; a plan is only
-simulated when its lower bound (perfectly balanced compute plus the family's bubble) can still
-beat the K-th best found, best bound first.
+Candidates: every dp x pp x tp factorisation of the device count (tp inside a node, dividing
+the query heads of every attention the graph has), schedule families and virtual stages,
+microbatch counts, recompute on or off, and ZeRO-style parameter sharding over dp. Costs are
+reused: the model is lowered once per (dp, tp, ZeRO) with two layers and the block's cost is
+repeated for the rest; a plan is only simulated when its lower bound (perfectly balanced
+compute plus the family's bubble) can still beat the K-th best found, best bound first. The
+tensor-parallel layout of each tp comes from the graph's structure (`auto_tp`), not from
+parameter names.
 """
 
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..dsl import ast
 from ..dsl.check import _Reporter
-from ..dsl.parallel import ParallelChecker
+from ..dsl.parallel import ParallelChecker, glob_regex
 from ..dsl.parser import parse
 from ..dsl.spec import HardwareSpec, ParallelSpec, ScheduleSpec, Spec
 from ..ops.dims import Dim
+from .auto_tp import Layout, layout, query_heads
+from .auto_tp import explain as explain_layout
 from .cost import CostModel
 from .passes import lower
 from .passes.partition import StageConfig, Unit, _balance, build_units
 from .plan import Prediction, predict
-
-COLUMN = ("q.w", "k.w", "v.w", "fc1.w", "gate.w", "up.w")  # Megatron column-parallel weights
-COLUMN_BIAS = ("q.b", "k.b", "v.b", "fc1.b")
-ROW = ("proj.w", "fc2.w", "down.w")  # row-parallel weights
 
 
 @dataclass(frozen=True)
@@ -74,66 +75,83 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _param_names(spec: Spec) -> list[str]:
-    return [p.name for p in spec.model.params]
+def tp_layout(spec: Spec, tp: int) -> Layout:
+    """The tensor-parallel split of every parameter, read off the model's graph."""
+    return layout(lower(spec, "elaborate"), tp)
 
 
-def _vocab_params(spec: Spec, tp: int) -> tuple[list[str], list[str]]:
-    """Megatron's vocabulary-parallel embedding and head: (embedding tables to split by rows,
-    untied head weights to split by columns), when tp divides their vocabulary."""
-    by_value = {p.value: p for p in spec.model.params}
-    producer = {out: op for op in spec.model.ops for out in op.outputs}
+def tp_explain(spec: Spec, tp: int) -> list[str]:
+    """Which matmuls `sbp_rules` pairs over tp and why, and what stays whole."""
+    return explain_layout(tp_layout(spec, tp)) if tp > 1 else []
 
-    def divisible(param, dim: int) -> bool:
-        size = param.type.shape[dim].as_int()
-        return size is not None and size % tp == 0
 
-    tables = [by_value[op.inputs[1]] for op in spec.model.ops
-              if op.kind == "embedding" and op.inputs[1] in by_value]
-    heads = []
-    for op in spec.model.ops:
-        matmul = producer.get(op.inputs[0]) if op.kind == "cross_entropy" else None
-        if matmul is not None and matmul.kind == "matmul":
-            weight = by_value.get(matmul.inputs[1])
-            if weight is not None and weight not in tables:
-                heads.append(weight)
-    return ([p.name for p in tables if divisible(p, 0)],
-            [p.name for p in heads if divisible(p, -1)])
+def _patterns(names: list[str], entries: dict[str, str], known: list[str]) -> list[str]:
+    """Globs for `names` (a layer index written `[*]`), each matching only names that take
+    the same entry; where a glob would catch another name, the names themselves."""
+    out: list[str] = []
+    made: dict[str, list[str]] = {}
+    for name in names:
+        made.setdefault(re.sub(r"\[\d+\]", "[*]", name), []).append(name)
+    for pattern, sources in made.items():
+        regex = glob_regex(pattern)
+        caught = [n for n in known if regex.match(n)]
+        same = all(entries.get(n) == entries[sources[0]] for n in caught)
+        out += [pattern] if same else sources
+    return out
 
 
 def sbp_rules(spec: Spec, dp: int, tp: int, zero: bool) -> list[str]:
-    """SBP rules for a mesh: batch over dp, Megatron's pattern over tp (vocabulary-parallel
+    """SBP rules for a mesh: batch over dp, the graph's tensor-parallel layout over tp
+    (`auto_tp`: Megatron's pattern wherever the structure has it, vocabulary-parallel
     embedding and head included), ZeRO over dp."""
-    names = _param_names(spec)
     rules = []
     inputs = ", ".join(i.name for i in spec.model.inputs)
     if dp > 1 and inputs:
         rules.append(f"{inputs}: S(0)@dp")
-    dp_extra = ", S(0)@dp" if zero and dp > 1 else ""
-
-    def present(suffixes) -> list[str]:
-        return [f"*.{s}" for s in suffixes if any(n.endswith("." + s) for n in names)]
-
+    dp_extra = zero and dp > 1
     if tp > 1:
-        if present(COLUMN):
-            rules.append(", ".join(present(COLUMN)) + ": S(1)@tp" + dp_extra)
-        if present(COLUMN_BIAS):
-            rules.append(", ".join(present(COLUMN_BIAS)) + ": S(0)@tp")
-        if present(ROW):
-            rules.append(", ".join(present(ROW)) + ": S(0)@tp" + (", S(1)@dp" if dp_extra
-                                                                  else ""))
-        tables, heads = _vocab_params(spec, tp)
-        if tables:
-            rules.append(", ".join(tables) + ": S(0)@tp")
-        if heads:
-            rules.append(", ".join(heads) + ": S(1)@tp" + dp_extra)
+        rules += _tp_rules(spec, tp, dp_extra)
     if dp_extra:
-        # every weight matrix, whatever the model calls it (the tables and Megatron's weights
-        # above keep their own rule and add the dp split there)
+        # every weight matrix, whatever the model calls it (the tables and the tensor-parallel
+        # weights above keep their own rule and add the dp split there)
         patterns = sorted({"*." + p.name.rsplit(".", 1)[-1] if "." in p.name else p.name
                            for p in spec.model.params if p.type.rank == 2})
         if patterns:
             rules.append(", ".join(patterns) + ": S(0)@dp")
+    return rules
+
+
+def _tp_rules(spec: Spec, tp: int, zero: bool) -> list[str]:
+    """One rule per role (column weights, their biases, row weights, tables, heads) and entry."""
+    found = tp_layout(spec, tp)
+    rank = {p.name: p.type.rank for p in spec.model.params}
+    tables = {v.param for v in found.vocab if v.kind == "table"}
+    roles: dict[str, list[str]] = {"column": [], "bias": [], "row": [], "table": [], "head": []}
+    for p in found.pairs:
+        roles["column"] += [n for n, _ in p.column]
+        roles["bias"] += list(p.bias)
+        roles["row"].append(p.row[0])
+    for v in found.vocab:
+        roles[v.kind].append(v.param)
+        if v.bias:
+            roles["bias"].append(v.bias)
+
+    def entry(name: str) -> str:
+        dim = found.splits[name]
+        text = f"S({dim})@tp"
+        if zero and rank[name] == 2 and name not in tables:
+            text += f", S({1 - dim})@dp"
+        return text
+
+    entries = {n: entry(n) for n in found.splits}
+    known = [i.name for i in spec.model.inputs] + list(rank)
+    rules = []
+    for names in roles.values():
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            groups.setdefault(entries[n], []).append(n)
+        for text, group in groups.items():
+            rules.append(", ".join(_patterns(group, entries, known)) + ": " + text)
     return rules
 
 
@@ -260,7 +278,7 @@ class Tuner:
 
 
 def candidates(spec: Spec, hw: HardwareSpec, devices: int) -> list[Candidate]:
-    heads = [v for k, v in spec.model.hyper.items() if "heads" in k and isinstance(v, int)]
+    heads = query_heads(lower(spec, "elaborate"))  # a head is never split over tp
     layers = spec.model.num_layers or 1
     out = []
     for tp in _divisors(devices):

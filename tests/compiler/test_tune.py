@@ -56,7 +56,8 @@ def test_winner_block_checks_and_reproduces_its_prediction():
     c = Candidate(dp=2, pp=1, tp=2, family="1f1b", virtual=1, microbatches=2, recompute=False,
                   zero=False)
     block = parallel_text("cpu4", c, sbp_rules(spec, 2, 2, False))
-    assert "*.q.w, *.k.w, *.v.w, *.fc1.w: S(1)@tp" in block
+    assert ("block[*].attn.q.w, block[*].attn.k.w, block[*].attn.v.w, block[*].mlp.fc1.w: "
+            "S(1)@tp") in block
     text = re.sub(r"parallel on cpu4 \{.*?\n\}\n", block, (ROOT / "examples/gpt_tp.par")
                   .read_text(), flags=re.S)
     checked = check_text(text, "w.par")
