@@ -97,12 +97,12 @@ def with_compile(spec: Spec, compile: bool | None) -> Spec:
         return spec
     from dataclasses import replace
 
-    from .dsl.parallel import compile_conflict
+    from .dsl.parallel import SPLIT_BACKWARD, compile_conflict
 
     parallel = spec.parallel
     why = compile and compile_conflict(parallel.recompute, parallel.schedule.name)
     if why:
-        where = parallel.schedule.span if parallel.schedule.name == "zb_h1" and \
+        where = parallel.schedule.span if parallel.schedule.name in SPLIT_BACKWARD and \
             not parallel.recompute else parallel.span
         raise ParcError([Diagnostic("E351", why.replace("`compile true`", "--compile"),
                                     where)], spec.sources)

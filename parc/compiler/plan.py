@@ -11,7 +11,7 @@ from .gathered import working_set
 from .ir import Graph
 from .passes import lower
 from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
-from .schedules import FIXED, Schedule, build, validated
+from .schedules import FIXED, SPLIT, Schedule, build, chunks_per_rank, validated
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
 from .schedules.skip_paths import visit_shares
@@ -81,8 +81,7 @@ def stage_config(spec: Spec, family: str | None = None, virtual: int | None = No
     par, train = spec.parallel, spec.train
     pp = par.axis_size("pp")
     fam = family or par.schedule.name
-    v = virtual if virtual is not None else (par.schedule.virtual if fam == "interleaved"
-                                             else 1)
+    v = virtual if virtual is not None else chunks_per_rank(fam, par.schedule.virtual)
     explicit = par.stages if isinstance(par.stages, tuple) and v == par.schedule.virtual \
         else None
     m = microbatches or train.microbatches
@@ -113,11 +112,12 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             schedule_spec: ScheduleSpec | None = None) -> Prediction:
     """Build the family's schedule over these stages, validate it and simulate it."""
     pp = config.pp
+    stage_rank = config.stage_rank
     stages = []
     for s, (a, b) in enumerate(bounds):
         group = units[a:b]
         stages.append(StageInfo(
-            s, s % pp, [u.name for u in group], sum(u.fwd for u in group),
+            s, stage_rank[s], [u.name for u in group], sum(u.fwd for u in group),
             sum(u.bwd_input for u in group), sum(u.bwd_weight for u in group),
             sum(u.step for u in group), sum(u.param_numel for u in group),
             sum(u.act_bytes for u in group), group[-1].out_bytes, sum(u.flops for u in group),
@@ -126,7 +126,7 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             sum(u.deferred_bytes for u in group), sum(u.grad_numel for u in group),
             [g for u in group for g in u.gathered]))
     recompute = "all" in config.recompute
-    split = config.family == "zb_h1"
+    split = config.family in SPLIT
     times = {}
     rerun = bool([r for r in config.recompute if r != "none"])
     overhead = cost.hw.op_overhead

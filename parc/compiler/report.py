@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from .plan import Plan, make_plan
-from .schedules import FAMILIES
+from .schedules import FAMILIES, V_SHAPED
 
 
 def _ms(seconds: float) -> str:
@@ -99,6 +99,9 @@ def comparison(spec) -> list[tuple[str, Plan | None, str]]:
             if pp < 2 or m % pp or layers % (pp * virtual):
                 rows.append((family, None, "needs pp >= 2, m % pp == 0, layers % (pp*v) == 0"))
                 continue
+        if family in V_SHAPED and (pp < 2 or spec.model.num_layers % (2 * pp)):
+            rows.append((family, None, "needs pp >= 2, layers % (2*pp) == 0"))
+            continue
         if family == "skip" and pp < 3:
             rows.append((family, None, "needs pp >= 3"))
             continue

@@ -20,7 +20,10 @@ from .settings import (
 from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec, skip_count
 
 PIPELINE_AXIS = "pp"
+SPLIT_BACKWARD = ("zb_h1", "zb_v", "v_half")
+V_SHAPED = ("zb_v", "v_half")  # two stages per pp rank, placed in a V
 SCHEDULES = {"gpipe": {}, "1f1b": {}, "interleaved": {"virtual": 2}, "zb_h1": {},
+             "zb_v": {}, "v_half": {},
              "skip": {"ratio": 0.25, "seed": 0, "paths": Ident("search"), "reorder": False}}
 
 
@@ -58,8 +61,8 @@ def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
         return ("`compile true` cannot run with `recompute`: recomputation runs stages or "
                 "calls again under torch.utils.checkpoint, which parc does not run inside "
                 "compiled stages")
-    if schedule == "zb_h1":
-        return ("`compile true` cannot run with `schedule zb_h1`: its split backward defers "
+    if schedule in SPLIT_BACKWARD:
+        return (f"`compile true` cannot run with `schedule {schedule}`: its split backward defers "
                 "each matmul's weight gradient by finding the matmul in the autograd graph, "
                 "where a compiled stage leaves one node for the whole stage")
     return None
@@ -245,6 +248,17 @@ class ParallelChecker:
                 return self.fail("E333", f"interleaved needs the {layers} layers divisible by "
                                  f"pp * virtual = {pp * v}", node.span)
             return ScheduleSpec("interleaved", virtual=v, span=node.span)
+        if node.name in V_SHAPED:
+            if pp < 2:
+                return self.fail("E337", f"`{node.name}` needs a pipeline: it places two stages "
+                                 "on each `pp` rank in a V; give the mesh a `pp` axis of size 2 "
+                                 "or more", node.span)
+            layers = self.model.num_layers
+            if layers % (2 * pp):
+                return self.fail("E338", f"`{node.name}` places two stages on each of the "
+                                 f"pp = {pp} ranks and needs the {layers} layers divisible by "
+                                 f"2 * pp = {2 * pp}", node.span)
+            return ScheduleSpec(node.name, virtual=2, span=node.span)
         if node.name == "skip":
             ratio, seed = values["ratio"], values["seed"]
             if not is_number(ratio) or not 0 <= ratio < 1:

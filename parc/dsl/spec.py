@@ -184,8 +184,8 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    name: str  # gpipe, 1f1b, interleaved, zb_h1, skip
-    virtual: int = 1
+    name: str  # gpipe, 1f1b, interleaved, zb_h1, zb_v, v_half, skip
+    virtual: int = 1  # stages per pp rank: interleaved's `virtual`, 2 for zb_v and v_half
     ratio: float = 0.0
     seed: int = 0
     span: Span | None = _span()

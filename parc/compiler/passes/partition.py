@@ -19,6 +19,7 @@ from ...ops.comm import COMMS
 from ..cost import CostModel, optimizer_state_bytes
 from ..gathered import working_set
 from ..ir import Graph, Op
+from ..schedules import V_SHAPED, placement
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class StageConfig:
     # the share of microbatches each stage runs (skip paths leave middle stages out): the
     # balance weighs a stage's time by it, so a stage skipped more often takes more layers
     visits: tuple[float, ...] | None = None
+
+    @property
+    def stage_rank(self) -> tuple[int, ...]:
+        """Stage -> pipeline rank, as the family places them (schedules.placement)."""
+        return placement(self.family, self.pp, self.num_stages)
 
 
 @dataclass
@@ -80,11 +86,13 @@ class Partition:
 def inflight(config: StageConfig, stage: int) -> float:
     """Microbatches whose activations a stage holds at the peak, by schedule family."""
     p, m = config.pp, config.microbatches
-    rank = stage % p
+    rank = config.stage_rank[stage]
     if config.family == "gpipe":
         return m
     if config.family == "zb_h1":
         return min(p, m)
+    if config.family in V_SHAPED:  # a rank's cap (v_shape.CAPS) over its two stages
+        return min(p if config.family == "zb_v" else p / 2 + 1, m)
     if config.family == "interleaved":
         v = config.num_stages // p
         return min(2 * (p - rank - 1) + (v - 1) * p + 1, m * v) / v
@@ -188,11 +196,10 @@ def stage_memory(units: list[Unit], start: int, stop: int, config: StageConfig,
 
 def _stage_time(units, start, stop, cost: CostModel, stage: int, config: StageConfig) -> float:
     """A stage's compute and send per microbatch, weighed by the share that visits it."""
-    pp = config.pp
     share = config.visits[stage] if config.visits else 1.0
     last = stage == config.num_stages - 1
     return share * (sum(u.time for u in units[start:stop]) + (0.0 if last else cost.p2p_time(
-        units[stop - 1].out_bytes, stage % pp, (stage + 1) % pp)))
+        units[stop - 1].out_bytes, config.stage_rank[stage], config.stage_rank[stage + 1])))
 
 
 def _prefix(values) -> list[float]:
@@ -212,11 +219,11 @@ def _balance(units: list[Unit], config: StageConfig, cost: CostModel) -> list[tu
     time = _prefix(u.time for u in units)
     static = _prefix(u.static_bytes(config.optimizer) + working_set(u.gathered) for u in units)
     acts = _prefix(u.act_bytes for u in units)
-    pp = config.pp
     # what stage s sends crosses the link from its rank to the next stage's; the last sends
     # nothing on
     if cost.hw.regions is not None:
-        send = [[cost.p2p_time(u.out_bytes, s % pp, (s + 1) % pp) for u in units]
+        ranks = config.stage_rank
+        send = [[cost.p2p_time(u.out_bytes, ranks[s], ranks[s + 1]) for u in units]
                 for s in range(k - 1)]
     else:
         send = [[cost.p2p_time(u.out_bytes) for u in units]] * (k - 1)
