@@ -1,13 +1,16 @@
 """Runs one rank's share of a schedule: F, B and W actions, and the p2p groups between them.
 
 The compiler wrote each rank's steps into the program (plan.json `posting`): post a group of
-sends and receives and wait for all of it, or run an action. The executor follows them as
-written; the compiler proved them deadlock-free and matched under NCCL's rules (between two
-ranks operations match in the order they are posted, tags are ignored, a group completes as
-one), so every message uses one tag, on gloo as on NCCL, and an order that would hang or swap
-on GPUs hangs (until the timeout, reported with rank, step and action) or fails here too.
-Shapes are known from the plan, so receive buffers are allocated once and no shape handshake
-is needed.
+sends and receives, or run an action. A group that receives is waited for at once (with every
+group posted before it, in order, as one NCCL stream completes them); a group of sends alone is
+left in flight while the rank computes, and waited for with the next group that receives or at
+the end of the step (the sent tensors stay referenced until then). The executor follows the
+steps as written; the compiler proved them deadlock-free and matched under NCCL's rules
+(between two ranks operations match in the order they are posted, tags are ignored, a group
+completes as one), so every message uses one tag, on gloo as on NCCL, and an order that would
+hang or swap on GPUs hangs (until the timeout, reported with rank, step and action) or fails
+here too. Shapes are known from the plan, so receive buffers are allocated once and no shape
+handshake is needed.
 """
 
 from __future__ import annotations
@@ -126,9 +129,11 @@ class Executor:
             buf.grad = None
         return self.buffers[key]
 
-    def _post(self, index: int, group: list[tuple], outbox: dict, inbox: dict) -> None:
-        """Post one group (every tensor of every message, in the compiled order) and wait
-        for all of it."""
+    def _post(self, index: int, group: list[tuple], outbox: dict, inbox: dict,
+              in_flight: list) -> None:
+        """Post one group (every tensor of every message, in the compiled order). A group
+        with a receive is waited for now, after the groups still in flight; one of sends
+        alone joins them (`in_flight`: (step index, group, works), in posting order)."""
         ops = []
         for op, kind, src, dst, mb in group:
             key = (kind, src, dst, mb)
@@ -141,15 +146,31 @@ class Executor:
                 ops += [dist.P2POp(dist.irecv, b, self._peer(src), tag=TAG)
                         for b in inbox[key]]
         try:
-            for work in dist.batch_isend_irecv(ops) if ops else []:
-                work.wait()
+            works = dist.batch_isend_irecv(ops) if ops else []
         except RuntimeError as exc:
-            what = "; ".join(f"{op} {kind} of microbatch {mb} (stage {src}->{dst})"
-                             for op, kind, src, dst, mb in group)
-            after = next((a for k, a in self.steps[index:] if k == "run"), None)
-            before = f"{after[0]}{after[1]}.{after[2]}" if after else "the end of the step"
-            raise P2PError(f"rank {self.mesh.rank} (pp {self.pp}) step {index}, before "
-                           f"{before}: {what} did not complete: {exc}") from exc
+            raise self._failed(index, group, exc) from exc
+        in_flight.append((index, group, works))
+        if any(op == "recv" for op, *_ in group):
+            self._wait(in_flight)
+
+    def _wait(self, in_flight: list) -> None:
+        """Wait for every group in flight, in posting order."""
+        while in_flight:
+            index, group, works = in_flight[0]
+            try:
+                for work in works:
+                    work.wait()
+            except RuntimeError as exc:
+                raise self._failed(index, group, exc) from exc
+            in_flight.pop(0)
+
+    def _failed(self, index: int, group: list[tuple], exc: Exception) -> P2PError:
+        what = "; ".join(f"{op} {kind} of microbatch {mb} (stage {src}->{dst})"
+                         for op, kind, src, dst, mb in group)
+        after = next((a for k, a in self.steps[index:] if k == "run"), None)
+        before = f"{after[0]}{after[1]}.{after[2]}" if after else "the end of the step"
+        return P2PError(f"rank {self.mesh.rank} (pp {self.pp}) step {index}, before "
+                        f"{before}: {what} did not complete: {exc}")
 
     def _forward(self, module, stage: int, args: list) -> list[torch.Tensor]:
         """The stage's outputs, each in the dtype the plan sends it in (the loss in f32)."""
@@ -225,13 +246,14 @@ class Executor:
         local: dict[tuple, list[torch.Tensor]] = {}  # messages between stages on this rank
         inbox: dict[tuple, list[torch.Tensor]] = {}  # received, not yet used
         outbox: dict[tuple, list[torch.Tensor]] = {}  # to send with the next group
+        in_flight: list = []  # groups of sends posted and not yet waited for
         m = self.num_microbatches
         if self.program.get("counted"):
             self.count_targets(data, step, data_splits)
         for index, (kind, what) in enumerate(self.steps):
             self.at = index
             if kind == "post":
-                self._post(index, what, outbox, inbox)
+                self._post(index, what, outbox, inbox, in_flight)
                 continue
             op, stage, mb = what
             module = self.modules[stage]
@@ -308,6 +330,7 @@ class Executor:
             if trace:
                 result.events.append((op, stage, mb, began - origin,
                                       time.perf_counter() - origin))
+        self._wait(in_flight)
         assert not outbox and not inbox, "every message was posted and used"
         self.at = -1
         return result

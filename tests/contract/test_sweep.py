@@ -19,9 +19,9 @@ SEED, COUNT, TUNED = 0, 44, 6
 # plans a larger sweep failed on, kept in the sample once fixed: bf16 pipelines with dropout
 # whose reference did not round where the stages send in bf16
 FOUND = [(3, 287), (3, 409)]
-# skip plans whose posting holds the sends that skip stages one group longer, over regions
-# with slow links (8:293) and 8 stages (7:292): the runtime follows those orders too
-HELD = [(8, 293), (7, 292)]
+# skip plans whose posting holds the sends that skip stages one group longer (8 stages, 5:28;
+# 4 stages, 5:211): the runtime follows those orders too
+HELD = [(5, 28), (5, 211)]
 
 
 def sample():

@@ -1,11 +1,14 @@
 """The point-to-point posting order: exactly what each rank's executor posts, and when.
 
-A rank runs its actions in schedule order, in ticks. Before its first tick it posts that
-tick's receives; after each tick it posts one group holding what the tick sent and what the
-next tick receives (Megatron's and torch's batched send/receive of one step), and waits for
-the whole group before it runs the next tick. A tick is one action, or for orders that would
-deadlock so (interleaved 1F1B) a forward and the backward after it. The compiler writes this
-order into the program (plan.json) and the executor follows it as written; the validator
+A rank runs its actions in schedule order, in ticks. Before its first tick it posts that tick's
+receives; after each tick it posts one group holding what the tick sent and what the next tick
+receives (Megatron's and torch's batched send/receive of one step). A group that receives is
+waited for before the next tick runs, with every group posted before it (one NCCL stream
+completes groups in order); a group of sends alone is left in flight, so a tick that receives
+nothing (a weight gradient, the first stage's forward) runs while the message waits for its
+receiver (zero-bubble's W fills the bubble only so). A tick is one action, or for orders that
+would deadlock so (interleaved 1F1B) a forward and the backward after it. The compiler writes
+this order into the program (plan.json) and the executor follows it as written; the validator
 proves it under NCCL's rules (validate.py): between two ranks point-to-point operations match
 in the order they are posted, tags are ignored, and a group completes as one.
 """
@@ -137,7 +140,7 @@ def is_hop(message: Message) -> bool:
 def posting_order(schedule: Schedule, paired: bool, hold_sends: bool,
                   hold_hops: bool = False) -> tuple[tuple[Step, ...], ...]:
     """Every rank's steps: after each tick one group of what it sends and what the next tick
-    receives, waited for before the next tick runs. With `hold_hops` a send that skips stages
+    receives. With `hold_hops` a send that skips stages
     goes out one group later, as does every later send to that rank before it (messages to
     a rank keep their order): its receiver, a stage further on, is ready about a tick later,
     and the sender goes on meanwhile instead of waiting for it."""

@@ -51,55 +51,69 @@ def _structure(s: Schedule) -> list[list[tuple]]:
 
 def _posted_times(s: Schedule, order, cost: Callable[[Action], float],
                   p2p: Callable[[Action, int, int], float] | None) -> dict[Action, float]:
-    """Start times when every rank follows its posting order (posting.py): an action starts
-    when the groups before it are done, a group when each of its operations has its
-    counterpart posted and the message has crossed."""
+    """Start times when every rank follows its posting order (posting.py): posting a group
+    costs the rank nothing; an action that receives starts when every group the rank has
+    posted is done (groups complete in posting order, as on one NCCL stream), one that
+    receives nothing does not wait for the sends still in flight; a group is done when each
+    of its operations has its counterpart posted and the message has crossed, and the group
+    before it is done."""
     sends: dict[tuple[int, int], list[float]] = {}  # channel -> post times, in order
     recvs: dict[tuple[int, int], list[float]] = {}
     slots: dict[tuple[int, int, int], int] = {}
     clock = [0.0] * len(order)
     pointer = [0] * len(order)
+    in_flight: list[list[int]] = [[] for _ in order]  # posted groups not yet done, in order
+    done_at = [0.0] * len(order)  # when the last group done so far completed
     starts: dict[Action, float] = {}
 
     def channel(rank: int, p) -> tuple[int, int]:
         peer = s.stage_rank[p.peer_stage]
         return (rank, peer) if p.op == "send" else (peer, rank)
 
-    while any(pointer[r] < len(steps) for r, steps in enumerate(order)):
+    def complete(r: int) -> float | None:
+        """When every group rank r has posted is done; None while a counterpart is missing."""
+        while in_flight[r]:
+            k = in_flight[r][0]
+            done = done_at[r]
+            for i, p in enumerate(order[r][k].post):
+                mine = (sends if p.op == "send" else recvs)[channel(r, p)]
+                other = (recvs if p.op == "send" else sends).get(channel(r, p), [])
+                j = slots[(r, k, i)]
+                if len(other) <= j:
+                    return None
+                m = p.message
+                sender = Action("F" if m.kind == "act" else "B", m.src_stage, m.mb)
+                crossing = p2p(sender, s.stage_rank[m.src_stage],
+                               s.stage_rank[m.dst_stage]) if p2p else 0.0
+                done = max(done, max(mine[j], other[j]) + crossing)
+            done_at[r] = done
+            in_flight[r].pop(0)
+        return done_at[r]
+
+    while any(pointer[r] < len(steps) or in_flight[r] for r, steps in enumerate(order)):
         moved = False
         for r, steps in enumerate(order):
             while pointer[r] < len(steps):
                 step = steps[pointer[r]]
                 if step.run is not None:
+                    if in_flight[r] and s.receives(step.run) is not None:
+                        ready = complete(r)
+                        if ready is None:
+                            break
+                        clock[r] = max(clock[r], ready)
                     starts[step.run] = clock[r]
                     clock[r] += cost(step.run)
                     pointer[r] += 1
                     moved = True
                     continue
-                key = (r, pointer[r])
-                if (r, pointer[r], 0) not in slots:
-                    for i, p in enumerate(step.post):
-                        queue = (sends if p.op == "send" else recvs).setdefault(channel(r, p), [])
-                        slots[(*key, i)] = len(queue)
-                        queue.append(clock[r])
-                    moved = True
-                done = clock[r]
                 for i, p in enumerate(step.post):
-                    mine = (sends if p.op == "send" else recvs)[channel(r, p)]
-                    other = (recvs if p.op == "send" else sends).get(channel(r, p), [])
-                    k = slots[(*key, i)]
-                    if len(other) <= k:
-                        done = None
-                        break
-                    m = p.message
-                    sender = Action("F" if m.kind == "act" else "B", m.src_stage, m.mb)
-                    crossing = p2p(sender, s.stage_rank[m.src_stage],
-                                   s.stage_rank[m.dst_stage]) if p2p else 0.0
-                    done = max(done, max(mine[k], other[k]) + crossing)
-                if done is None:
-                    break
-                clock[r] = done
+                    queue = (sends if p.op == "send" else recvs).setdefault(channel(r, p), [])
+                    slots[(r, pointer[r], i)] = len(queue)
+                    queue.append(clock[r])
+                in_flight[r].append(pointer[r])
                 pointer[r] += 1
+                moved = True
+            if pointer[r] == len(steps) and in_flight[r] and complete(r) is not None:
                 moved = True
         if not moved:
             raise RuntimeError("the posting order deadlocks (validate it first)")
@@ -112,9 +126,9 @@ def simulate(schedule: Schedule, cost: Callable[[Action], float],
              order=None) -> Simulation:
     """Replay `schedule`. `cost(action)` is its duration; `p2p(action, src, dst)` the time its
     message takes between ranks; `activation_bytes(stage)` what one microbatch holds there.
-    With `order` (the posting order the runtime follows) actions wait for the groups posted
-    before them, as on NCCL; without it, sends are buffered and an action waits only for its
-    inputs (the schedule's own figures)."""
+    With `order` (the posting order the runtime follows) an action that receives waits for
+    the groups posted before it, as on NCCL; without it, sends are buffered and an action
+    waits only for its inputs (the schedule's own figures)."""
     s = schedule
     steps = _structure(s)
     posted = _posted_times(s, order, cost, p2p) if order is not None else None

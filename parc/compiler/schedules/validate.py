@@ -3,7 +3,11 @@
 Every schedule is validated before anything uses it, and so is the executor's real posting
 order (posting.py) under NCCL's rules: between two ranks point-to-point operations match in
 the order they are posted (tags are ignored), a send completes only when its receive is
-posted, and a rank waits for a whole group before it goes on. A failure names the rank, the
+posted, and a rank waits for a whole group before it goes on. The executor waits less: it
+leaves a group of sends alone in flight while it computes (posting.py). That cannot hang an
+order proved here: the messages match in the same posted order, a group needs the same
+counterparts to complete, and each of the executor's waits is one of the waits replayed here,
+so a run that completes with every wait completes with fewer. A failure names the rank, the
 step and the action, so a broken hand-made schedule reads like a bug report.
 """
 
