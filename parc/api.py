@@ -13,7 +13,7 @@ from .compiler.ir_json import graph_to_json
 from .compiler.ir_parse import IrSyntaxError, parse_graph
 from .compiler.ir_show import console, show_graph, summary_table
 from .compiler.passes import PASS_NAMES, PASSES, lower, run_passes
-from .compiler.plan import Plan, make_plan
+from .compiler.plan import Plan, make_plan, planned_graph
 from .compiler.report import comparison, comparison_table, plan_json, plan_tables, schedule_json
 from .compiler.schedules.render import chrome_trace, timeline_svg, timeline_text
 from .compiler.verify import VerifyError
@@ -53,7 +53,10 @@ def ir(path: str | Path, after: str = "boxing", run: str | None = None,
             return run_passes(graph, names, verify)
         except (OSError, IrSyntaxError, ValueError, VerifyError) as exc:
             raise ParcError([Diagnostic("E109", f"{path}: {exc}", None)]) from None
-    return lower(check(path, overrides), after, verify)
+    spec = check(path, overrides)
+    if after in ("partition", "fuse"):
+        return planned_graph(spec, after, verify)
+    return lower(spec, after, verify)
 
 
 def plan(path: str | Path, overrides: dict | None = None) -> Plan:

@@ -10,6 +10,7 @@ from .cost import CostModel, optimizer_state_bytes, optimizer_time
 from .gathered import working_set
 from .ir import Graph
 from .passes import lower
+from .passes.fuse import fuse
 from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
 from .schedules import FIXED, SPLIT, Schedule, build, chunks_per_rank, validated
 from .schedules.schedule import Action
@@ -17,6 +18,7 @@ from .schedules.simulate import Simulation, simulate
 from .schedules.skip_paths import visit_shares
 from .schedules.validate import runnable_order, validate
 from .skip_check import check_skips
+from .verify import verify as verify_graph
 
 # Python work of a split backward, in units of the hardware's per-op overhead (measured on CPU:
 # walking the autograd graph costs about half an op's dispatch per node, an autograd call per
@@ -217,6 +219,18 @@ def rank_end(simulation: Simulation, stages: list[StageInfo], rank: int) -> floa
         queue = max(queue, last[stage]) + stages[stage].step
     unvisited = sum(st.step for st in stages if st.rank == rank and st.index not in last)
     return max(end, queue) + unvisited
+
+
+def planned_graph(spec: Spec, after: str, verify: bool = False) -> Graph:
+    """The spec's graph after `partition` (stages assigned by the plan) or `fuse` (its
+    fusion groups as the program runs them)."""
+    assert after in ("partition", "fuse"), after
+    graph = make_plan(spec, graph=lower(spec, "boxing", verify)).graph
+    if after == "fuse":
+        graph = fuse(graph, spec.parallel.recompute)
+    if verify:
+        verify_graph(graph)
+    return graph
 
 
 def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,

@@ -9,6 +9,7 @@ from parc.compiler.ir import print_graph
 from parc.compiler.ir_json import graph_from_json, graph_to_json
 from parc.compiler.ir_parse import IrSyntaxError, parse_graph
 from parc.compiler.passes import PASS_NAMES, lower
+from parc.compiler.plan import planned_graph
 from parc.compiler.verify import VerifyError, verify
 from parc.dsl.check import check_file
 from tests.examples import EXAMPLES, ROOT
@@ -21,7 +22,8 @@ def spec(request):
 
 @pytest.mark.parametrize("after", PASS_NAMES)
 def test_round_trip_and_verify(spec, after):
-    graph = lower(spec, after, verify=True)
+    graph = planned_graph(spec, after, verify=True) if after in ("partition", "fuse") \
+        else lower(spec, after, verify=True)
     text = print_graph(graph)
     assert parse_graph(text) == graph
     assert print_graph(parse_graph(text)) == text

@@ -11,7 +11,6 @@ from ..verify import verify as verify_graph
 from .boxing import boxing
 from .context import PassContext
 from .elaborate import elaborate
-from .fuse import fuse
 from .sbp import sbp
 from .shapes import shapes
 
@@ -36,21 +35,14 @@ def run_passes(graph: Graph, names: list[str], verify: bool = False,
 
 
 def lower(spec: Spec, after: str = "boxing", verify: bool = False) -> Graph:
-    """The spec's graph after pass `after` (every pass up to it runs, in order)."""
-    assert after in PASS_NAMES, after
-    if after in ("partition", "fuse"):  # needs the hardware and schedule: the plan does it
-        from ..plan import make_plan
-
-        graph = make_plan(spec, graph=lower(spec, "boxing", verify)).graph
-        if after == "fuse":
-            graph = fuse(graph, spec.parallel.recompute)
-        if verify:
-            verify_graph(graph)
-        return graph
+    """The spec's graph after pass `after`, one of the passes up to boxing (every pass up to
+    it runs, in order). partition and fuse need the hardware and the schedule: the plan runs
+    them (`plan.planned_graph`)."""
+    assert after in PASS_NAMES[:PASS_NAMES.index("partition")], after
     graph = elaborate(spec)
     if verify:
         verify_graph(graph)
-    upto = PASS_NAMES.index(after)  # partition is handled above
+    upto = PASS_NAMES.index(after)
     context = PassContext(hardware=spec.parallel.hardware, precision=spec.train.precision,
                           sequence_parallel=spec.parallel.sequence_parallel) \
         if spec.parallel is not None and spec.train is not None else None

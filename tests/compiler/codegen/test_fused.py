@@ -14,8 +14,7 @@ from parc.compiler.codegen.emit import Emitter
 from parc.compiler.codegen.program import write_program
 from parc.compiler.ir import print_graph
 from parc.compiler.ir_parse import parse_graph
-from parc.compiler.passes import lower
-from parc.compiler.plan import make_plan
+from parc.compiler.plan import make_plan, planned_graph
 from parc.dsl.check import check_file, check_text
 from parc.ops.catalog import CATALOG
 from parc.ops.comm import COMMS
@@ -35,7 +34,7 @@ def kernel_groups(graph):
 
 
 def test_fuse_groups_bias_gelu_and_residual_adds():
-    graph = lower(check_file(ROOT / "examples/gpt_tiny.par"), "fuse", verify=True)
+    graph = planned_graph(check_file(ROOT / "examples/gpt_tiny.par"), "fuse", verify=True)
     kinds = sorted(tuple(v) for v in kernel_groups(graph).values())
     assert kinds.count(("add", "gelu")) == 4  # fc1 bias + GELU in every block
     # projection bias + residual + the next norm, twice per block; the sum is also kept
@@ -48,7 +47,7 @@ def test_fuse_groups_bias_gelu_and_residual_adds():
 def test_fused_groups_stay_inside_one_recomputed_call():
     text = (ROOT / "examples/gpt_tiny.par").read_text().replace(
         "  schedule 1f1b", "  schedule 1f1b\n  recompute block")
-    graph = lower(check_text(text, "rc.par"), "fuse", verify=True)
+    graph = planned_graph(check_text(text, "rc.par"), "fuse", verify=True)
     groups = {}
     for op in graph.ops:
         if op.attr("kernel") is not None:
@@ -58,7 +57,7 @@ def test_fused_groups_stay_inside_one_recomputed_call():
 
 
 def test_fused_groups_never_span_communication():
-    graph = lower(check_file(ROOT / "examples/gpt_tp.par"), "fuse", verify=True)
+    graph = planned_graph(check_file(ROOT / "examples/gpt_tp.par"), "fuse", verify=True)
     producer = {o: op for op in graph.ops for o in op.outputs}
     for op in graph.ops:
         if op.attr("kernel") is None:
