@@ -1,0 +1,108 @@
+"""Placing the vocabulary passes (compiler/vocab.py: E, O and G per microbatch) in the
+posting order of a pipeline schedule.
+
+Each pass is a collective over the pipeline group, so every rank must reach the passes in
+one global order. The order is that of their anchors in a simulation of the schedule
+without them: E of microbatch m at the start of the first stage's forward of m (it makes
+that forward's input), O at the end of the last stage's forward (that stage's backward
+needs its gradient), G at the end of the first stage's backward. Each rank then joins
+each pass just before its first action that the base simulation starts at or after the
+anchor (so the anchor ranks keep the dependencies, and what any rank received before the
+pass was sent before it), with the receives of messages sent before the pass posted
+before it. The validator (validate.check_posting) proves the result under NCCL's rules;
+an order it refuses is an error at the setting.
+
+A simple, correct placement; the paper's, which hides the passes in the pipeline's
+bubbles by moving the stages' own work around them, is left for later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .posting import P2P, Step
+from .schedule import Action, Schedule
+from .simulate import Event
+
+VOCAB_STAGE = -1  # the stage field of a vocabulary pass: it runs on every rank
+
+
+def vocab_passes(schedule: Schedule, events: list[Event],
+                 ends: bool = False) -> list[tuple[float, Action]]:
+    """(anchor time, pass) for every microbatch, in the global order. With `ends`, every E
+    runs at the start of the step and every G at its end (one wait each, not one per
+    microbatch; the first stage keeps the microbatches' embeddings and their gradients
+    meanwhile)."""
+    start = {e.action: e.start for e in events}
+    end = {e.action: e.end for e in events}
+    last = schedule.num_stages - 1
+    out = []
+    for mb in range(schedule.num_microbatches):
+        out.append((-1.0 if ends else start[Action("F", 0, mb)], 0,
+                    Action("E", VOCAB_STAGE, mb)))
+        out.append((end[Action("F", last, mb)], 1, Action("O", VOCAB_STAGE, mb)))
+        out.append((float("inf") if ends else end[Action("B", 0, mb)], 2,
+                    Action("G", VOCAB_STAGE, mb)))
+    return [(t, a) for t, _, a in sorted(out, key=lambda x: (x[0], x[1], x[2].mb))]
+
+
+def _join(steps: list[Step], what: Action, anchor: float, start: dict[Action, float],
+          sent_before: Callable[[P2P], bool]) -> list[Step]:
+    """One rank's steps with the pass joined before its first action that starts at or
+    after `anchor`. The actions before the pass on every rank then form a consistent cut
+    (what one receives there was sent before the pass too); the receives of messages sent
+    before it are posted before it, wherever their action runs, the other receives of the
+    group in front of it after it (a sender waits for its receive to be posted, which must
+    not lie behind the collective it waits in)."""
+    at = next((i for i, st in enumerate(steps) if st.run is not None and
+               start[st.run] >= anchor), len(steps))
+    while at > 0 and steps[at - 1].post:  # the group in front of that action
+        at -= 1
+    early: list[P2P] = []
+    rest: list[Step] = []
+    for step in steps[at:]:
+        if step.post:
+            keep = [p for p in step.post if not (p.op == "recv" and sent_before(p))]
+            early += [p for p in step.post if p.op == "recv" and sent_before(p)]
+            late_sends = [p for p in keep if p.op == "send"]
+            assert not late_sends or rest or step is not steps[at] or True
+            if keep:
+                rest.append(Step(post=tuple(keep)))
+        else:
+            rest.append(step)
+    # the sends of the group in front stay before the pass: their actions ran before it
+    front: list[P2P] = []
+    while rest and rest[0].post:
+        front += [p for p in rest[0].post if p.op == "send"]
+        recvs = [p for p in rest[0].post if p.op == "recv"]
+        rest = ([Step(post=tuple(recvs))] if recvs else []) + rest[1:]
+        if not recvs:
+            continue
+        break
+    group = front + early
+    return (steps[:at] + ([Step(post=tuple(group))] if group else []) +
+            [Step(collective=what)] + rest)
+
+
+def vocab_order(schedule: Schedule, order: tuple[tuple[Step, ...], ...],
+                events: list[Event], ends: bool = False) -> tuple[tuple[Step, ...], ...]:
+    """The posting order with every vocabulary pass joined on every rank."""
+    start = {e.action: e.start for e in events}
+    ranks = [list(steps) for steps in order]
+    for anchor, what in vocab_passes(schedule, events, ends):
+        def sent_before(p: P2P, anchor=anchor) -> bool:
+            m = p.message
+            sender = Action("F" if m.kind == "act" else "B", m.src_stage, m.mb)
+            return start[sender] < anchor
+        ranks = [_join(steps, what, anchor, start, sent_before) for steps in ranks]
+    return tuple(tuple(steps) for steps in ranks)
+
+
+def runnable_vocab_order(schedule: Schedule, order: tuple[tuple[Step, ...], ...],
+                         events: list[Event],
+                         check: Callable, ends: bool = False) -> tuple[tuple[Step, ...], ...]:
+    """The posting order with the passes, once `check(schedule, order)` has proved it
+    (it raises ScheduleError otherwise)."""
+    joined = vocab_order(schedule, order, events, ends)
+    check(schedule, joined)
+    return joined
