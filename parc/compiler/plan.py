@@ -194,9 +194,11 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
     order = runnable_order(schedule)
     if vocab is not None:
         base = simulate(schedule, duration, p2p, saved, order=order)
-        # E and G next to their stages' passes, or all at the step's ends: the faster
-        order = min((runnable_vocab_order(schedule, order, base.events, check_posting, ends)
-                     for ends in (False, True)),
+        # E and G next to their stages' passes or all at the step's ends, each pass joined
+        # after or before the action that spans its anchor: the fastest
+        order = min((runnable_vocab_order(schedule, order, base.events, check_posting, ends,
+                                          early)
+                     for ends in (False, True) for early in (False, True)),
                     key=lambda o: simulate(schedule, duration, p2p, saved, order=o).step_time)
     simulation = simulate(schedule, duration, p2p, saved, order=order)
     memory = []

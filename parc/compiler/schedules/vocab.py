@@ -46,16 +46,16 @@ def vocab_passes(schedule: Schedule, events: list[Event],
     return [(t, a) for t, _, a in sorted(out, key=lambda x: (x[0], x[1], x[2].mb))]
 
 
-def _join(steps: list[Step], what: Action, anchor: float, start: dict[Action, float],
+def _join(steps: list[Step], what: Action, anchor: float, after: Callable[[Action], bool],
           sent_before: Callable[[P2P], bool]) -> list[Step]:
-    """One rank's steps with the pass joined before its first action that starts at or
-    after `anchor`. The actions before the pass on every rank then form a consistent cut
-    (what one receives there was sent before the pass too); the receives of messages sent
+    """One rank's steps with the pass joined before its first action `after` the anchor.
+    The actions before the pass on every rank then form a consistent cut (what one
+    receives there was sent before the pass too); the receives of messages sent
     before it are posted before it, wherever their action runs, the other receives of the
     group in front of it after it (a sender waits for its receive to be posted, which must
     not lie behind the collective it waits in)."""
-    at = next((i for i, st in enumerate(steps) if st.run is not None and
-               start[st.run] >= anchor), len(steps))
+    at = next((i for i, st in enumerate(steps) if st.run is not None and after(st.run)),
+              len(steps))
     while at > 0 and steps[at - 1].post:  # the group in front of that action
         at -= 1
     early: list[P2P] = []
@@ -64,8 +64,6 @@ def _join(steps: list[Step], what: Action, anchor: float, start: dict[Action, fl
         if step.post:
             keep = [p for p in step.post if not (p.op == "recv" and sent_before(p))]
             early += [p for p in step.post if p.op == "recv" and sent_before(p)]
-            late_sends = [p for p in keep if p.op == "send"]
-            assert not late_sends or rest or step is not steps[at] or True
             if keep:
                 rest.append(Step(post=tuple(keep)))
         else:
@@ -85,24 +83,31 @@ def _join(steps: list[Step], what: Action, anchor: float, start: dict[Action, fl
 
 
 def vocab_order(schedule: Schedule, order: tuple[tuple[Step, ...], ...],
-                events: list[Event], ends: bool = False) -> tuple[tuple[Step, ...], ...]:
-    """The posting order with every vocabulary pass joined on every rank."""
+                events: list[Event], ends: bool = False,
+                early: bool = False) -> tuple[tuple[Step, ...], ...]:
+    """The posting order with every vocabulary pass joined on every rank: before the first
+    action that starts at or after the anchor, or with `early` before the first that ends
+    after it (the ranks wait for the anchor's rank instead of it for them)."""
     start = {e.action: e.start for e in events}
+    end = {e.action: e.end for e in events}
     ranks = [list(steps) for steps in order]
     for anchor, what in vocab_passes(schedule, events, ends):
-        def sent_before(p: P2P, anchor=anchor) -> bool:
+        def after(action: Action, anchor=anchor) -> bool:
+            return end[action] > anchor if early else start[action] >= anchor
+
+        def sent_before(p: P2P) -> bool:
             m = p.message
-            sender = Action("F" if m.kind == "act" else "B", m.src_stage, m.mb)
-            return start[sender] < anchor
-        ranks = [_join(steps, what, anchor, start, sent_before) for steps in ranks]
+            return not after(Action("F" if m.kind == "act" else "B", m.src_stage, m.mb))
+        ranks = [_join(steps, what, anchor, after, sent_before) for steps in ranks]
     return tuple(tuple(steps) for steps in ranks)
 
 
 def runnable_vocab_order(schedule: Schedule, order: tuple[tuple[Step, ...], ...],
                          events: list[Event],
-                         check: Callable, ends: bool = False) -> tuple[tuple[Step, ...], ...]:
+                         check: Callable, ends: bool = False,
+                         early: bool = False) -> tuple[tuple[Step, ...], ...]:
     """The posting order with the passes, once `check(schedule, order)` has proved it
     (it raises ScheduleError otherwise)."""
-    joined = vocab_order(schedule, order, events, ends)
+    joined = vocab_order(schedule, order, events, ends, early)
     check(schedule, joined)
     return joined
