@@ -13,11 +13,12 @@ from .ir import Graph
 from .passes import lower
 from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
 from .schedules import FIXED, SPLIT, Schedule, build, chunks_per_rank, validated
+from .schedules.one_f_one_b import one_f_one_b
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
 from .schedules.skip_paths import visit_shares
 from .schedules.validate import ScheduleError, check_posting, runnable_order, validate
-from .schedules.vocab import runnable_vocab_order
+from .schedules.vocab import runnable_vocab_order, searched_vocab_order
 from .skip_check import check_skips
 from .vocab import VOCAB_PASSES, VocabWork, vocab_layers, vocab_work
 
@@ -193,13 +194,7 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
 
     order = runnable_order(schedule)
     if vocab is not None:
-        base = simulate(schedule, duration, p2p, saved, order=order)
-        # E and G next to their stages' passes or all at the step's ends, each pass joined
-        # after or before the action that spans its anchor: the fastest
-        order = min((runnable_vocab_order(schedule, order, base.events, check_posting, ends,
-                                          early)
-                     for ends in (False, True) for early in (False, True)),
-                    key=lambda o: simulate(schedule, duration, p2p, saved, order=o).step_time)
+        schedule, order = vocab_placement(schedule, order, duration, p2p, saved)
     simulation = simulate(schedule, duration, p2p, saved, order=order)
     memory = []
     for r in range(pp):
@@ -226,6 +221,29 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
                   for r in range(pp)), default=simulation.step_time)
     return Prediction(stages, schedule, simulation, memory, max(step_s, simulation.step_time),
                       order)
+
+
+def vocab_placement(schedule: Schedule, order, duration, p2p, saved) -> tuple[Schedule, tuple]:
+    """The schedule and posting order with the vocabulary passes that simulate fastest:
+    E and G beside their stages' passes or all at the step's ends, each pass joined after
+    or before the action that spans its anchor, or placed one by one by simulation; for
+    1F1B also over the order with one more warm-up forward per rank."""
+    schedules = [schedule]
+    if schedule.family == "1f1b" and schedule.num_microbatches > schedule.num_ranks:
+        more = one_f_one_b(schedule.num_ranks, schedule.num_microbatches, extra_warmup=1)
+        validate(more)
+        schedules.append(more)
+    found = []
+    for sched in schedules:
+        plain = order if sched is schedule else runnable_order(sched)
+        base = simulate(sched, duration, p2p, saved, order=plain)
+        found += [(sched, runnable_vocab_order(sched, plain, base.events, check_posting, ends,
+                                               early))
+                  for ends in (False, True) for early in (False, True)]
+        found.append((sched, searched_vocab_order(sched, plain, duration, p2p, check_posting,
+                                                  simulate)))
+    return min(found, key=lambda c: simulate(c[0], duration, p2p, saved,
+                                             order=c[1]).step_time)
 
 
 def rank_end(simulation: Simulation, stages: list[StageInfo], rank: int) -> float:

@@ -52,6 +52,12 @@ def test_pp4_balances_blocks_3_3_3_3(tmp_path):
     assert out["rows_per_rank"] == 50304 // 4 and out["output_s"] > out["embed_fwd_s"] > 0
 
 
+def test_1f1b_step_time_improves_at_pp2(tmp_path):
+    before = api.plan(gpt2_small(tmp_path, 2, vocab=False))
+    after = api.plan(gpt2_small(tmp_path, 2, vocab=True))
+    assert after.predicted_step_s < 0.97 * before.predicted_step_s
+
+
 def test_gpipe_step_time_improves(tmp_path):
     before = api.plan(gpt2_small(tmp_path, 4, vocab=False, schedule="gpipe"))
     after = api.plan(gpt2_small(tmp_path, 4, vocab=True, schedule="gpipe"))

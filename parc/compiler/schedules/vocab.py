@@ -10,7 +10,10 @@ each pass just before its first action that the base simulation starts at or aft
 anchor (so the anchor ranks keep the dependencies, and what any rank received before the
 pass was sent before it), with the receives of messages sent before the pass posted
 before it. The validator (validate.check_posting) proves the result under NCCL's rules;
-an order it refuses is an error at the setting.
+an order it refuses is an error at the setting. `searched_vocab_order` instead joins the
+passes one at a time against a simulation of the order so far, trying every boundary of
+the last stage's rank between a microbatch's F and B for its O; plan.vocab_placement keeps
+the fastest of all of these.
 
 A simple, correct placement; the paper's, which hides the passes in the pipeline's
 bubbles by moving the stages' own work around them, is left for later.
@@ -18,6 +21,7 @@ bubbles by moving the stages' own work around them, is left for later.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from .posting import P2P, Step
@@ -25,6 +29,7 @@ from .schedule import Action, Schedule
 from .simulate import Event
 
 VOCAB_STAGE = -1  # the stage field of a vocabulary pass: it runs on every rank
+SEARCH_RANKS = 2  # up to this many ranks every mix of joining before or after is tried
 
 
 def vocab_passes(schedule: Schedule, events: list[Event],
@@ -54,9 +59,10 @@ def _join(steps: list[Step], what: Action, anchor: float, after: Callable[[Actio
     before it are posted before it, wherever their action runs, the other receives of the
     group in front of it after it (a sender waits for its receive to be posted, which must
     not lie behind the collective it waits in)."""
-    at = next((i for i, st in enumerate(steps) if st.run is not None and after(st.run)),
-              len(steps))
-    while at > 0 and steps[at - 1].post:  # the group in front of that action
+    floor = max((i + 1 for i, st in enumerate(steps) if st.collective is not None), default=0)
+    at = next((i for i, st in enumerate(steps) if i >= floor and st.run is not None and
+               after(st.run)), len(steps))
+    while at > floor and steps[at - 1].post:  # the group in front of that action
         at -= 1
     early: list[P2P] = []
     rest: list[Step] = []
@@ -111,3 +117,60 @@ def runnable_vocab_order(schedule: Schedule, order: tuple[tuple[Step, ...], ...]
     joined = vocab_order(schedule, order, events, ends, early)
     check(schedule, joined)
     return joined
+
+
+def searched_vocab_order(schedule: Schedule, order: tuple[tuple[Step, ...], ...],
+                         cost: Callable[[Action], float], p2p, check: Callable,
+                         simulate: Callable) -> tuple[tuple[Step, ...], ...]:
+    """The passes joined one at a time against a simulation of the order so far: O of a
+    microbatch at any boundary of the last stage's rank between its forward and its
+    backward, each other rank joining before or after its action in progress there, and of
+    those that `check` accepts the one whose simulated step ends first (greedy)."""
+    base = simulate(schedule, cost, p2p, order=order)
+    current = tuple(tuple(steps) for steps in order)
+    last = schedule.num_stages - 1
+    final = schedule.stage_rank[last]
+    rank_of = {x: r for r, row in enumerate(schedule.ranks) for x in row}
+    for _, what in vocab_passes(schedule, base.events):
+        events = simulate(schedule, cost, p2p, order=current).events
+        start = {e.action: e.start for e in events}
+        end = {e.action: e.end for e in events}
+        if what.op == "E":
+            anchors = [start[Action("F", 0, what.mb)]]
+        elif what.op == "G":
+            anchors = [end[Action("B", 0, what.mb)]]
+        else:
+            row = [s.run for s in current[final] if s.run is not None]
+            a, b = row.index(Action("F", last, what.mb)), row.index(Action("B", last, what.mb))
+            anchors = [end[x] for x in row[a:b]]
+        best = None
+        ranks = range(schedule.num_ranks)
+        choices = list(itertools.product((False, True), repeat=len(ranks))) \
+            if len(ranks) <= SEARCH_RANKS else [(False,) * len(ranks), (True,) * len(ranks)]
+        for anchor in anchors:
+            for early in choices:
+                def after(action: Action, anchor=anchor, early=early, start=start,
+                          end=end) -> bool:
+                    if early[rank_of[action]]:
+                        return end[action] > anchor
+                    return start[action] >= anchor
+
+                def sent_before(p: P2P, after=after) -> bool:
+                    m = p.message
+                    return not after(Action("F" if m.kind == "act" else "B", m.src_stage,
+                                            m.mb))
+                candidate = tuple(tuple(_join(list(steps), what, anchor, after, sent_before))
+                                  for steps in current)
+                try:
+                    check(schedule, candidate)
+                except ValueError:
+                    continue
+                t = simulate(schedule, cost, p2p, order=candidate).step_time
+                if best is None or t < best[0] - 1e-12:
+                    best = (t, candidate)
+        if best is None:
+            raise ValueError(f"no place for the vocabulary pass {what.op} of microbatch "
+                             f"{what.mb} runs under NCCL's rules")
+        current = best[1]
+    check(schedule, current)
+    return current

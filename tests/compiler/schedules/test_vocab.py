@@ -94,3 +94,22 @@ def test_a_collective_before_a_send_its_peer_waits_for_deadlocks():
     with pytest.raises(ScheduleError, match="deadlock under NCCL's rules: rank 0 waits .* "
                        "collective O of microbatch 0"):
         check_posting(schedule, tuple(tuple(s) for s in order))
+
+
+def test_searched_placement_costs_only_the_passes_at_p2():
+    """1F1B with one more warm-up forward per rank: every output pass meets both ranks at
+    a boundary, so the step grows by the passes' own time alone."""
+    from parc.compiler.schedules.one_f_one_b import one_f_one_b
+    from parc.compiler.schedules.validate import validate
+    from parc.compiler.schedules.vocab import searched_vocab_order
+
+    plain = validated("1f1b", 2, 16, 1)
+    schedule = one_f_one_b(2, 16, extra_warmup=1)
+    validate(schedule)
+    order = searched_vocab_order(schedule, runnable_order(schedule), cost, None, check_posting,
+                                 simulate)
+    base = simulate(plain, cost, order=runnable_order(plain)).step_time
+    assert simulate(schedule, cost, order=order).step_time == pytest.approx(base + 16 * 0.7)
+    # the time-anchored placement on plain 1F1B waits for the action in progress each time
+    _, _, simple = _orders("1f1b", 2, 16)
+    assert min(simulate(plain, cost, order=o).step_time for o in simple) > base + 16 * 1.5
