@@ -111,6 +111,12 @@ def schedule_json(plan: Plan) -> dict:
         "bubble_ratio": sim.bubble_ratio,
         "predicted_step_s": plan.predicted_step_s,
         "peak_activation_bytes": sim.peak_activation_bytes,
+        # `vocab_parallel`: each rank's actions with the vocabulary passes (E, O, G; stage
+        # -1, on every rank) where it joins them
+        "vocab_order": None if plan.vocab is None else [
+            [{"op": a.op, "stage": a.stage, "mb": a.mb}
+             for a in (st.run or st.collective for st in steps if st.run or st.collective)]
+            for steps in plan.posting],
     }
 
 

@@ -73,3 +73,13 @@ def test_the_program_is_refused_until_the_runtime_runs_it(tmp_path):
     (diagnostic,) = info.value.diagnostics
     assert diagnostic.code == "E354" and diagnostic.span.line == 33
     assert not (tmp_path / "out").exists()
+
+
+def test_schedule_json_lists_the_passes_on_every_rank(tmp_path):
+    plan = api.plan(gpt2_small(tmp_path, 2, vocab=True, schedule="gpipe"))
+    out = api.schedule_json(plan)["vocab_order"]
+    passes = [[(a["op"], a["mb"]) for a in rank if a["stage"] == -1] for rank in out]
+    assert passes[0] == passes[1]
+    assert sorted(passes[0]) == sorted((op, mb) for op in "EOG" for mb in range(16))
+    assert api.schedule_json(api.plan(gpt2_small(tmp_path, 2, vocab=False)))["vocab_order"] \
+        is None
