@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from ..dsl.vocab_check import VOCAB_FAMILIES
 from .plan import Plan, make_plan
 from .schedules import FAMILIES, V_SHAPED
 
@@ -126,6 +127,9 @@ def comparison(spec) -> list[tuple[str, Plan | None, str]]:
     rows = []
     for family in FAMILIES:
         virtual = None
+        if spec.parallel.vocab_parallel is not None and family not in VOCAB_FAMILIES:
+            rows.append((family, None, "vocab_parallel: 1F1B and GPipe only"))
+            continue
         if family == "interleaved":
             virtual = spec.parallel.schedule.virtual if spec.parallel.schedule.name == \
                 "interleaved" else 2
