@@ -98,8 +98,9 @@ def stage_config(spec: Spec, family: str | None = None, virtual: int | None = No
     elif fam == "skip":
         ratio = par.schedule.ratio if par.schedule.name == "skip" else 0.25
         visits = visit_shares(pp, m, ratio)
+    extra = int(par.vocab_parallel is not None and fam == "1f1b")
     return StageConfig(pp * v, pp, fam, m, par.hardware.memory, train.optimizer.name,
-                       explicit, par.recompute, visits)
+                       explicit, par.recompute, visits, extra_inflight=extra)
 
 
 @dataclass

@@ -36,6 +36,9 @@ class StageConfig:
     # the share of microbatches each stage runs (skip paths leave middle stages out): the
     # balance weighs a stage's time by it, so a stage skipped more often takes more layers
     visits: tuple[float, ...] | None = None
+    # `vocab_parallel` under 1F1B may run one more warm-up forward per rank (plan.py's
+    # vocab_placement): one more microbatch in flight
+    extra_inflight: int = 0
 
     @property
     def stage_rank(self) -> tuple[int, ...]:
@@ -97,7 +100,7 @@ def inflight(config: StageConfig, stage: int) -> float:
     if config.family == "interleaved":
         v = config.num_stages // p
         return min(2 * (p - rank - 1) + (v - 1) * p + 1, m * v) / v
-    return min(p - rank, m)
+    return min(p - rank + config.extra_inflight, m)
 
 
 def build_units(graph: Graph, cost: CostModel, vocab: VocabLayers | None = None) -> list[Unit]:
