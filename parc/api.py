@@ -17,6 +17,7 @@ from .compiler.plan import Plan, make_plan, planned_graph
 from .compiler.report import comparison, comparison_table, plan_json, plan_tables, schedule_json
 from .compiler.schedules.render import chrome_trace, timeline_svg, timeline_text
 from .compiler.verify import VerifyError
+from .compiler.vocab import refuse_to_run
 from .dsl.check import check_file
 from .dsl.diagnostics import Diagnostic, ParcError
 from .dsl.spec import Spec
@@ -35,6 +36,7 @@ def check(path: str | Path, overrides: dict | None = None, plan: bool = False) -
     spec = check_file(path, overrides)
     if plan and spec.parallel is not None and spec.train is not None and not spec.parallel.auto:
         make_plan(spec)
+        refuse_to_run(spec)
     return spec
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..dsl.diagnostics import Diagnostic, ParcError
 from ..dsl.spec import ScheduleSpec, Spec
 from .cost import CostModel, optimizer_state_bytes, optimizer_time
 from .gathered import working_set
@@ -13,12 +14,15 @@ from .passes import lower
 from .passes.fuse import fuse
 from .passes.partition import Partition, StageConfig, Unit, apply_partition, plan_partition
 from .schedules import FIXED, SPLIT, Schedule, build, chunks_per_rank, validated
+from .schedules.one_f_one_b import one_f_one_b
 from .schedules.schedule import Action
 from .schedules.simulate import Simulation, simulate
 from .schedules.skip_paths import visit_shares
-from .schedules.validate import runnable_order, validate
+from .schedules.validate import ScheduleError, check_posting, runnable_order, validate
+from .schedules.vocab import runnable_vocab_order, searched_vocab_order
 from .skip_check import check_skips
 from .verify import verify as verify_graph
+from .vocab import VOCAB_PASSES, VocabWork, vocab_layers, vocab_work
 
 # Python work of a split backward, in units of the hardware's per-op overhead (measured on CPU:
 # walking the autograd graph costs about half an op's dispatch per node, an autograd call per
@@ -72,6 +76,8 @@ class Plan:
     memory: list[RankMemory]
     predicted_step_s: float
     shared_params: list[str] = field(default_factory=list)  # read on more than one stage
+    vocab: VocabWork | None = None  # `vocab_parallel pp`: each rank's share of the vocabulary
+    posting: tuple | None = None  # the posting order simulated (with the vocabulary passes)
 
     @property
     def fits(self) -> bool:
@@ -94,8 +100,9 @@ def stage_config(spec: Spec, family: str | None = None, virtual: int | None = No
     elif fam == "skip":
         ratio = par.schedule.ratio if par.schedule.name == "skip" else 0.25
         visits = visit_shares(pp, m, ratio)
+    extra = int(par.vocab_parallel is not None and fam == "1f1b")
     return StageConfig(pp * v, pp, fam, m, par.hardware.memory, train.optimizer.name,
-                       explicit, par.recompute, visits)
+                       explicit, par.recompute, visits, extra_inflight=extra)
 
 
 @dataclass
@@ -107,12 +114,15 @@ class Prediction:
     simulation: Simulation
     memory: list[RankMemory]
     step_s: float
+    posting: tuple | None = None
 
 
 def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfig,
             cost: CostModel, optimizer: str, ratio: float = 0.25, seed: int = 0,
-            schedule_spec: ScheduleSpec | None = None) -> Prediction:
-    """Build the family's schedule over these stages, validate it and simulate it."""
+            schedule_spec: ScheduleSpec | None = None,
+            vocab: VocabWork | None = None) -> Prediction:
+    """Build the family's schedule over these stages, validate it and simulate it; with
+    `vocab`, its passes placed in the posting order (schedules/vocab.py) and timed too."""
     pp = config.pp
     stage_rank = config.stage_rank
     stages = []
@@ -157,6 +167,8 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             times[("W", i)] = st.bwd_deferred + SPLIT_CALL_OVERHEAD * overhead * st.deferred_ops
 
     def duration(action: Action) -> float:
+        if action.op in VOCAB_PASSES:
+            return vocab.duration(action.op)
         return times[(action.op, action.stage)]
 
     def p2p(action: Action, src: int, dst: int) -> float:
@@ -183,7 +195,10 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             return (units[a - 1].out_bytes if a > 0 else units[0].out_bytes) + kept
         return stages[stage].act_bytes + kept
 
-    simulation = simulate(schedule, duration, p2p, saved, order=runnable_order(schedule))
+    order = runnable_order(schedule)
+    if vocab is not None:
+        schedule, order = vocab_placement(schedule, order, duration, p2p, saved)
+    simulation = simulate(schedule, duration, p2p, saved, order=order)
     memory = []
     for r in range(pp):
         mine = [st for st in stages if st.rank == r]
@@ -193,14 +208,45 @@ def predict(units: list[Unit], bounds: list[tuple[int, int]], config: StageConfi
             acts += max((st.act_bytes for st in mine), default=0.0)
         # whole gathered parameters in use (ZeRO): one stage runs at a time
         acts += max((working_set(st.gathered) for st in mine), default=0.0)
-        memory.append(RankMemory(numel * 4, sum(st.grad_numel for st in mine) * 4,
-                                 numel * optimizer_state_bytes(optimizer), acts))
-    step_s = max((rank_end(simulation, stages, r) +
+        grads = sum(st.grad_numel for st in mine)
+        if vocab is not None:  # the rank's slice of the table; one logits slice at a time
+            numel += vocab.param_numel
+            grads += vocab.param_numel
+            acts += vocab.transient_bytes
+        memory.append(RankMemory(numel * 4, grads * 4, numel * optimizer_state_bytes(optimizer),
+                                 acts))
+    extra = (vocab.param_numel, vocab.param_tensors, vocab.step) if vocab else (0.0, 0, 0.0)
+    step_s = max((rank_end(simulation, stages, r) + extra[2] +
                   optimizer_time(cost.hw, optimizer,
-                                 sum(st.param_numel for st in stages if st.rank == r),
-                                 sum(st.param_tensors for st in stages if st.rank == r))
+                                 sum(st.param_numel for st in stages if st.rank == r) + extra[0],
+                                 sum(st.param_tensors for st in stages if st.rank == r) +
+                                 extra[1])
                   for r in range(pp)), default=simulation.step_time)
-    return Prediction(stages, schedule, simulation, memory, max(step_s, simulation.step_time))
+    return Prediction(stages, schedule, simulation, memory, max(step_s, simulation.step_time),
+                      order)
+
+
+def vocab_placement(schedule: Schedule, order, duration, p2p, saved) -> tuple[Schedule, tuple]:
+    """The schedule and posting order with the vocabulary passes that simulate fastest:
+    E and G beside their stages' passes or all at the step's ends, each pass joined after
+    or before the action that spans its anchor, or placed one by one by simulation; for
+    1F1B also over the order with one more warm-up forward per rank."""
+    schedules = [schedule]
+    if schedule.family == "1f1b" and schedule.num_microbatches > schedule.num_ranks:
+        more = one_f_one_b(schedule.num_ranks, schedule.num_microbatches, extra_warmup=1)
+        validate(more)
+        schedules.append(more)
+    found = []
+    for sched in schedules:
+        plain = order if sched is schedule else runnable_order(sched)
+        base = simulate(sched, duration, p2p, saved, order=plain)
+        found += [(sched, runnable_vocab_order(sched, plain, base.events, check_posting, ends,
+                                               early))
+                  for ends in (False, True) for early in (False, True)]
+        found.append((sched, searched_vocab_order(sched, plain, duration, p2p, check_posting,
+                                                  simulate)))
+    return min(found, key=lambda c: simulate(c[0], duration, p2p, saved,
+                                             order=c[1]).step_time)
 
 
 def rank_end(simulation: Simulation, stages: list[StageInfo], rank: int) -> float:
@@ -241,18 +287,28 @@ def make_plan(spec: Spec, family: str | None = None, virtual: int | None = None,
     graph = graph or lower(spec, "boxing")
     cost = CostModel(graph, par.hardware, train.precision, par.kernel_backend == "triton")
     config = stage_config(spec, family, virtual)
-    part = plan_partition(graph, config, cost)
+    layers = vocab_layers(spec, graph)
+    vocab = vocab_work(layers, graph, cost) if layers is not None else None
+    part = plan_partition(graph, config, cost, layers)
     graph = apply_partition(graph, part)
     sched = par.schedule
     ratio = sched.ratio if sched.name == "skip" else 0.25  # --compare on a non-skip spec
-    pred = predict(part.units, part.bounds, config, cost, train.optimizer.name, ratio,
-                   sched.seed, sched if sched.name == "skip" else None)
+    try:
+        pred = predict(part.units, part.bounds, config, cost, train.optimizer.name, ratio,
+                       sched.seed, sched if sched.name == "skip" else None, vocab)
+    except ScheduleError as exc:
+        if vocab is None:
+            raise
+        raise ParcError([Diagnostic("E356", "`vocab_parallel pp`: no placement of the "
+                                    f"vocabulary passes runs under NCCL's rules: {exc}",
+                                    par.vocab_span)], spec.sources) from None
     check_skips(spec, graph, pred.schedule)
     readers: dict[str, set[int]] = {}
     for op in graph.ops:
         stage = graph.values[op.outputs[0]].stage
         for name in op.inputs:
             readers.setdefault(name, set()).add(stage)
-    shared = [p.name for p in graph.params if len(readers.get(p.name, ())) > 1]
+    shared = [p.name for p in graph.params if len(readers.get(p.name, ())) > 1
+              and (layers is None or p.name not in layers.params)]
     return Plan(spec, graph, pred.stages, part, pred.schedule, pred.simulation, pred.memory,
-                pred.step_s, shared)
+                pred.step_s, shared, vocab, pred.posting)

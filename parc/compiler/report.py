@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from ..dsl.vocab_check import VOCAB_FAMILIES
 from .plan import Plan, make_plan
 from .schedules import FAMILIES, V_SHAPED
 
@@ -41,7 +42,34 @@ def plan_tables(plan: Plan) -> list:
         memory.add_row(str(r), _gb(m.params), _gb(m.grads), _gb(m.optimizer), _gb(m.activations),
                        _gb(m.total), "yes" if ok else
                        f"[bold red]no: {_gb(m.total - par.hardware.memory)} GB over[/]")
-    return [stages, memory]
+    out = [stages, memory]
+    if plan.vocab is not None:
+        out.append(vocab_table(plan))
+    return out
+
+
+def vocab_table(plan: Plan) -> Table:
+    """Each rank's share of the vocabulary (`vocab_parallel pp`), on top of its stages."""
+    v = plan.vocab
+    table = Table(title=f"vocabulary over the {v.pp} pipeline ranks, on every rank: "
+                  f"{v.layers.vocab // v.pp} of {v.layers.vocab} rows of `{v.layers.table}`"
+                  + ("" if v.layers.head == v.layers.table else f" and `{v.layers.head}`"))
+    for column in ("params", "GFLOP/mb", "E ms", "O ms", "G ms", "logits MB (one mb)"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{v.param_numel / 1e6:.2f}M", f"{v.flops / 1e9:.2f}", _ms(v.embed_fwd),
+                  _ms(v.output), _ms(v.embed_bwd), f"{v.transient_bytes / 1e6:.2f}")
+    return table
+
+
+def vocab_json(plan: Plan) -> dict | None:
+    v = plan.vocab
+    if v is None:
+        return None
+    return {"table": v.layers.table, "head": v.layers.head, "vocab": v.layers.vocab,
+            "rows_per_rank": v.layers.vocab // v.pp, "param_numel_per_rank": v.param_numel,
+            "flops_per_microbatch": v.flops, "embed_fwd_s": v.embed_fwd, "output_s": v.output,
+            "embed_bwd_s": v.embed_bwd, "grad_sync_s": v.step,
+            "transient_bytes": v.transient_bytes}
 
 
 def plan_json(plan: Plan) -> dict:
@@ -66,6 +94,7 @@ def plan_json(plan: Plan) -> dict:
                    for r, m in enumerate(plan.memory)],
         "boundaries": plan.partition.explanation,
         "shared_params": plan.shared_params,
+        "vocab_parallel": vocab_json(plan),
     }
 
 
@@ -83,6 +112,12 @@ def schedule_json(plan: Plan) -> dict:
         "bubble_ratio": sim.bubble_ratio,
         "predicted_step_s": plan.predicted_step_s,
         "peak_activation_bytes": sim.peak_activation_bytes,
+        # `vocab_parallel`: each rank's actions with the vocabulary passes (E, O, G; stage
+        # -1, on every rank) where it joins them
+        "vocab_order": None if plan.vocab is None else [
+            [{"op": a.op, "stage": a.stage, "mb": a.mb}
+             for a in (st.run or st.collective for st in steps if st.run or st.collective)]
+            for steps in plan.posting],
     }
 
 
@@ -92,6 +127,9 @@ def comparison(spec) -> list[tuple[str, Plan | None, str]]:
     rows = []
     for family in FAMILIES:
         virtual = None
+        if spec.parallel.vocab_parallel is not None and family not in VOCAB_FAMILIES:
+            rows.append((family, None, "vocab_parallel: 1F1B and GPipe only"))
+            continue
         if family == "interleaved":
             virtual = spec.parallel.schedule.virtual if spec.parallel.schedule.name == \
                 "interleaved" else 2

@@ -18,6 +18,7 @@ from .settings import (
     show,
 )
 from .spec import HardwareSpec, ModelSpec, ParallelSpec, ScheduleSpec, TrainSpec, skip_count
+from .vocab_check import vocab_conflict
 
 PIPELINE_AXIS = "pp"
 SPLIT_BACKWARD = ("zb_h1", "zb_v", "v_half")
@@ -52,7 +53,7 @@ def _axis_name(values, span, err, key):
 
 
 SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean,
-            "sequence_parallel": _axis_name}
+            "sequence_parallel": _axis_name, "vocab_parallel": _axis_name}
 
 
 def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
@@ -138,11 +139,18 @@ class ParallelChecker:
         sequence = settings.get("sequence_parallel")
         if sequence is not None:
             self.sequence_axis(sequence, mesh, sbp, spans["sequence_parallel"])
+        vocab = settings.get("vocab_parallel")
+        if vocab is not None and schedule is not None:
+            why = vocab_conflict(vocab, mesh, schedule.name, recompute, sequence)
+            if why is not None:
+                self.fail("E356", f"`vocab_parallel {vocab}`: {why[0]}", spans["vocab_parallel"],
+                          help=why[1])
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
                             kernels=settings.get("kernels"), compile=compiled,
-                            sequence_parallel=sequence)
+                            sequence_parallel=sequence, vocab_parallel=vocab,
+                            vocab_span=spans.get("vocab_parallel"))
 
     def sequence_axis(self, axis: str, mesh, sbp: dict[str, NdSbp] | None, span) -> None:
         """`sequence_parallel AXIS`: a mesh axis other than the pipeline's, on which the model

@@ -216,6 +216,10 @@ class ParallelSpec:
     kernels: str | None = None  # "triton" or "torch"; None: Triton on CUDA, torch on CPU
     compile: bool = False  # each stage module runs under torch.compile
     sequence_parallel: str | None = None  # the axis that splits the sequence between TP regions
+    # `vocab_parallel pp`: the embedding and the output layer (+ loss) split by vocabulary
+    # over every pipeline rank (Yeung et al. 2024); planned and simulated, not yet run
+    vocab_parallel: str | None = None
+    vocab_span: Span | None = _span()  # the setting's line, for the plan's refusals
 
     @property
     def kernel_backend(self) -> str:

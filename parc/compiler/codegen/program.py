@@ -20,6 +20,7 @@ from ..schedules.forward import forward_only
 from ..schedules.posting import order_json
 from ..schedules.validate import runnable_order
 from ..summary import model_flops
+from ..vocab import refuse_to_run
 from .emit import Emitter, StageCode
 from .target import target_state, write_whole
 
@@ -169,6 +170,7 @@ def write_program(plan: Plan, out_dir: str | Path, source: str,
                   kernels: str | None = None) -> Path:
     """Write the program; `kernels` overrides the spec's backend ("triton" or "torch").
     Raises ParcError (before compiling anything) where the directory may not be written."""
+    refuse_to_run(plan.spec)
     out = Path(out_dir)
     target_state(out)
     backend = kernels or plan.spec.parallel.kernel_backend

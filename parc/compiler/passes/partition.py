@@ -20,6 +20,7 @@ from ..cost import CostModel, optimizer_state_bytes
 from ..gathered import working_set
 from ..ir import Graph, Op
 from ..schedules import V_SHAPED, placement
+from ..vocab import VocabLayers
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class StageConfig:
     # the share of microbatches each stage runs (skip paths leave middle stages out): the
     # balance weighs a stage's time by it, so a stage skipped more often takes more layers
     visits: tuple[float, ...] | None = None
+    # `vocab_parallel` under 1F1B may run one more warm-up forward per rank (plan.py's
+    # vocab_placement): one more microbatch in flight
+    extra_inflight: int = 0
 
     @property
     def stage_rank(self) -> tuple[int, ...]:
@@ -96,10 +100,14 @@ def inflight(config: StageConfig, stage: int) -> float:
     if config.family == "interleaved":
         v = config.num_stages // p
         return min(2 * (p - rank - 1) + (v - 1) * p + 1, m * v) / v
-    return min(p - rank, m)
+    return min(p - rank + config.extra_inflight, m)
 
 
-def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
+def build_units(graph: Graph, cost: CostModel, vocab: VocabLayers | None = None) -> list[Unit]:
+    """The units in order with their costs; under `vocab_parallel` the vocabulary layers'
+    ops stay in their units (for the IR's stage numbers) but cost them nothing, and the
+    table is no unit's parameter: every rank carries its share of them (compiler/vocab.py)."""
+    skipped = vocab.ops if vocab is not None else frozenset()
     units: list[Unit] = []
     by_name: dict[str, Unit] = {}
     kept: dict[str, set[str]] = {}  # unit -> the tensors its backward keeps
@@ -114,6 +122,8 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
             if unit not in units:
                 units.append(unit)
         unit.ops.append(index)
+        if index in skipped:
+            continue
         t = cost.op_time(op)
         unit.fwd += t.fwd
         unit.bwd_input += t.bwd_input
@@ -152,7 +162,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
                 owner.setdefault(name, unit)
     whole = {g.param: g.output for g in cost.gathered.values()}
     for p in graph.params:
-        if p.name in owner:
+        if p.name in owner and (vocab is None or p.name not in vocab.params):
             owner[p.name].param_numel += cost.local_numel(p.name)
             owner[p.name].param_tensors += 1
             owner[p.name].grad_numel += cost.local_numel(whole.get(p.name, p.name))
@@ -163,7 +173,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
             last_reader[name] = max(last_reader.get(name, -1), unit_of_op[i])
     for k, unit in enumerate(units):
         for i in unit.ops:
-            for name in graph.ops[i].outputs:
+            for name in graph.ops[i].outputs if i not in skipped else ():
                 if last_reader.get(name, -1) > k and graph.values[name].type.is_float:
                     unit.out_bytes += cost.local_bytes(name)
     return units
@@ -299,8 +309,9 @@ def _explain(units, bounds, config, cost) -> list[str]:
     return lines
 
 
-def plan_partition(graph: Graph, config: StageConfig, cost: CostModel) -> Partition:
-    units = recompute_units(build_units(graph, cost), config.recompute)
+def plan_partition(graph: Graph, config: StageConfig, cost: CostModel,
+                   vocab: VocabLayers | None = None) -> Partition:
+    units = recompute_units(build_units(graph, cost, vocab), config.recompute)
     if config.explicit is not None:
         position = {u.name: i for i, u in enumerate(units)}
         bounds = []

@@ -6,10 +6,13 @@ from __future__ import annotations
 from .schedule import Action, Schedule, full_paths
 
 
-def one_f_one_b(p: int, m: int) -> Schedule:
+def one_f_one_b(p: int, m: int, extra_warmup: int = 0) -> Schedule:
+    """`extra_warmup`: forwards every rank runs before its first backward beyond 1F1B's
+    (one more lets the vocabulary passes of `vocab_parallel` meet every rank at a boundary
+    of its actions; schedules/vocab.py), at that many more microbatches in flight."""
     ranks = []
     for r in range(p):
-        warmup = min(p - r - 1, m)
+        warmup = min(p - r - 1 + extra_warmup, m)
         actions = [Action("F", r, mb) for mb in range(warmup)]
         for i in range(m - warmup):
             actions += [Action("F", r, warmup + i), Action("B", r, i)]

@@ -37,11 +37,13 @@ class P2P:
 
 @dataclass(frozen=True, kw_only=True)
 class Step:
-    """What a rank does next: post a group of p2p operations and wait for it, or run an
-    action."""
+    """What a rank does next: post a group of p2p operations and wait for it, run an
+    action, or join a collective over the pipeline group (a vocabulary pass, vocab.py),
+    which every rank must reach in the same order."""
 
     post: tuple[P2P, ...] = ()
     run: Action | None = None
+    collective: Action | None = None
 
 
 def _group(items: list[P2P], schedule: Schedule) -> tuple[P2P, ...]:
@@ -186,4 +188,6 @@ def order_json(order: tuple[tuple[Step, ...], ...]) -> list[list[dict]]:
         return [p.op, m.kind, m.src_stage, m.dst_stage, m.mb]
 
     return [[{"run": [s.run.op, s.run.stage, s.run.mb]} if s.run is not None
+             else {"collective": [s.collective.op, s.collective.mb]}
+             if s.collective is not None
              else {"post": [item(p) for p in s.post]} for s in rank] for rank in order]

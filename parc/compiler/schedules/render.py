@@ -8,8 +8,11 @@ from rich.text import Text
 
 from .simulate import Simulation
 
-COLORS = {"F": "#4C72B0", "B": "#55A868", "W": "#DD8452"}
-TERMINAL = {"F": "white on blue", "B": "black on green", "W": "black on yellow"}
+# E, O, G: the vocabulary passes of `vocab_parallel pp` (on every rank at once)
+COLORS = {"F": "#4C72B0", "B": "#55A868", "W": "#DD8452", "E": "#8172B3", "O": "#C44E52",
+          "G": "#937860"}
+TERMINAL = {"F": "white on blue", "B": "black on green", "W": "black on yellow",
+            "E": "white on magenta", "O": "white on red", "G": "black on cyan"}
 
 
 def timeline_text(sim: Simulation, num_ranks: int, width: int = 96) -> Text:
@@ -30,7 +33,12 @@ def timeline_text(sim: Simulation, num_ranks: int, width: int = 96) -> Text:
             text.append(char, style=style)
         text.append("\n")
     text.append("legend: ", style="bold")
-    for op, name in (("F", "forward"), ("B", "backward"), ("W", "weight grad")):
+    shown = {e.action.op for e in sim.events}
+    for op, name in (("F", "forward"), ("B", "backward"), ("W", "weight grad"),
+                     ("E", "vocab embedding"), ("O", "vocab output + loss"),
+                     ("G", "vocab embedding grad")):
+        if op in "EOG" and op not in shown:
+            continue
         text.append(f" {op} ", style=TERMINAL[op])
         text.append(f" {name}  ")
     text.append("·", style="dim")

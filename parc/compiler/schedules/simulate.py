@@ -50,13 +50,16 @@ def _structure(s: Schedule) -> list[list[tuple]]:
 
 
 def _posted_times(s: Schedule, order, cost: Callable[[Action], float],
-                  p2p: Callable[[Action, int, int], float] | None) -> dict[Action, float]:
+                  p2p: Callable[[Action, int, int], float] | None,
+                  collectives: list[Event]) -> dict[Action, float]:
     """Start times when every rank follows its posting order (posting.py): posting a group
     costs the rank nothing; an action that receives starts when every group the rank has
     posted is done (groups complete in posting order, as on one NCCL stream), one that
     receives nothing does not wait for the sends still in flight; a group is done when each
     of its operations has its counterpart posted and the message has crossed, and the group
-    before it is done."""
+    before it is done. A collective over the pipeline group (a vocabulary pass, on a
+    communicator of its own) starts when every rank has reached it; it is appended to
+    `collectives`."""
     sends: dict[tuple[int, int], list[float]] = {}  # channel -> post times, in order
     recvs: dict[tuple[int, int], list[float]] = {}
     slots: dict[tuple[int, int, int], int] = {}
@@ -95,6 +98,8 @@ def _posted_times(s: Schedule, order, cost: Callable[[Action], float],
         for r, steps in enumerate(order):
             while pointer[r] < len(steps):
                 step = steps[pointer[r]]
+                if step.collective is not None:
+                    break  # every rank joins it at once (below)
                 if step.run is not None:
                     if in_flight[r] and s.receives(step.run) is not None:
                         ready = complete(r)
@@ -115,6 +120,15 @@ def _posted_times(s: Schedule, order, cost: Callable[[Action], float],
                 moved = True
             if pointer[r] == len(steps) and in_flight[r] and complete(r) is not None:
                 moved = True
+        if not moved and all(pointer[r] < len(steps) and steps[pointer[r]].collective
+                             is not None for r, steps in enumerate(order)):
+            what = order[0][pointer[0]].collective
+            start = max(clock)
+            for r in range(len(order)):
+                collectives.append(Event(r, what, start, start + cost(what)))
+                clock[r] = start + cost(what)
+                pointer[r] += 1
+            moved = True
         if not moved:
             raise RuntimeError("the posting order deadlocks (validate it first)")
     return starts
@@ -131,7 +145,8 @@ def simulate(schedule: Schedule, cost: Callable[[Action], float],
     waits only for its inputs (the schedule's own figures)."""
     s = schedule
     steps = _structure(s)
-    posted = _posted_times(s, order, cost, p2p) if order is not None else None
+    collectives: list[Event] = []  # vocabulary passes: every rank at once
+    posted = _posted_times(s, order, cost, p2p, collectives) if order is not None else None
     finish: dict[Action, float] = {}
     arrive: dict[tuple[Action, int], float] = {}  # (producer, consumer rank) -> arrival
     free = [0.0] * s.num_ranks
@@ -186,6 +201,10 @@ def simulate(schedule: Schedule, cost: Callable[[Action], float],
                 progressed = True
         if not progressed:
             raise RuntimeError("the schedule deadlocks (validate it first)")
+    for e in collectives:
+        free[e.rank] = max(free[e.rank], e.end)
+    if collectives:
+        events = sorted(events + collectives, key=lambda e: (e.start, e.rank))
     step = max(free) if free else 0.0
     busy = [0.0] * s.num_ranks
     for e in events:

@@ -119,6 +119,22 @@ def _where(step: int, steps: tuple[Step, ...]) -> str:
     return f"after {before}" if before is not None else "with nothing to run"
 
 
+def _joined(order: tuple[tuple[Step, ...], ...], pointer: list[int]) -> bool:
+    """When every rank waits at a collective over the pipeline group: check they are the
+    same one (NCCL would hang or mix them up otherwise), let them all through, True."""
+    at = [order[r][pointer[r]].collective if pointer[r] < len(order[r]) else None
+          for r in range(len(order))]
+    if any(a is None for a in at):
+        return False
+    if len(set(at)) > 1:
+        shown = ", ".join(f"rank {r} at step {pointer[r]}: {a.op} of microbatch {a.mb}"
+                          for r, a in enumerate(at))
+        raise ScheduleError(f"collective order differs between the ranks ({shown})")
+    for r in range(len(order)):
+        pointer[r] += 1
+    return True
+
+
 def check_posting(s: Schedule, order: tuple[tuple[Step, ...], ...]) -> None:
     """Replay every rank's posting order under NCCL's rules: matched in posting order per
     pair of ranks, a group done only when each of its operations has its counterpart posted,
@@ -147,6 +163,8 @@ def check_posting(s: Schedule, order: tuple[tuple[Step, ...], ...]) -> None:
         for r, steps in enumerate(order):
             while pointer[r] < len(steps):
                 step = steps[pointer[r]]
+                if step.collective is not None:
+                    break  # waits for every rank to reach it (below)
                 if step.run is not None:
                     pointer[r] += 1
                     moved = True
@@ -165,7 +183,21 @@ def check_posting(s: Schedule, order: tuple[tuple[Step, ...], ...]) -> None:
                 posted[r] = False
         if all(pointer[r] == len(steps) for r, steps in enumerate(order)):
             break
+        if not moved and _joined(order, pointer):
+            moved = True
         if not moved:
+            at = [(r, order[r][pointer[r]].collective) for r in range(len(order))
+                  if pointer[r] < len(order[r]) and order[r][pointer[r]].collective is not None]
+            if at:
+                r, what = at[0]
+                others = [q for q in range(len(order)) if q not in dict(at)]
+                q = others[0]
+                there = (f"rank {q} waits at step {pointer[q]} ({_where(pointer[q], order[q])})"
+                         if pointer[q] < len(order[q]) else f"rank {q} has finished")
+                raise ScheduleError(
+                    f"deadlock under NCCL's rules: rank {r} waits at step {pointer[r]} in the "
+                    f"collective {what.op} of microbatch {what.mb} over the pipeline group, "
+                    f"but {there}")
             r = next(r for r, steps in enumerate(order) if pointer[r] < len(steps))
             step = pointer[r]
             group = order[r][step].post
