@@ -6,6 +6,7 @@ import re
 
 from ..ops.sbp import BROADCAST, NdSbp, Sbp
 from . import ast
+from .context_parallel import check_context_axis
 from .diagnostics import closest
 from .settings import (
     POISON,
@@ -52,7 +53,7 @@ def _axis_name(values, span, err, key):
 
 
 SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean,
-            "sequence_parallel": _axis_name}
+            "sequence_parallel": _axis_name, "context_parallel": _axis_name}
 
 
 def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
@@ -138,11 +139,14 @@ class ParallelChecker:
         sequence = settings.get("sequence_parallel")
         if sequence is not None:
             self.sequence_axis(sequence, mesh, sbp, spans["sequence_parallel"])
+        context = settings.get("context_parallel")
+        if context is not None:
+            check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"])
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
                             kernels=settings.get("kernels"), compile=compiled,
-                            sequence_parallel=sequence)
+                            sequence_parallel=sequence, context_parallel=context)
 
     def sequence_axis(self, axis: str, mesh, sbp: dict[str, NdSbp] | None, span) -> None:
         """`sequence_parallel AXIS`: a mesh axis other than the pipeline's, on which the model

@@ -21,11 +21,15 @@ def causal_softmax(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x.masked_fill(mask, float("-inf")), dim=-1)
 
 
-def rope(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding over [..., seq, head_dim] (pairs of halves, as in LLaMA)."""
+def rope(x: torch.Tensor, theta: float = 10000.0,
+         positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotary position embedding over [..., seq, head_dim] (pairs of halves, as in LLaMA), at
+    `positions` (default 0, 1, ...; a context-parallel share gives its global positions)."""
     seq, dim = x.shape[-2], x.shape[-1]
     inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim))
-    angles = torch.outer(torch.arange(seq, device=x.device, dtype=torch.float32), inv)
+    if positions is None:
+        positions = torch.arange(seq, device=x.device)
+    angles = torch.outer(positions.to(device=x.device, dtype=torch.float32), inv)
     cos, sin = angles.cos(), angles.sin()
     x1, x2 = x.float()[..., : dim // 2], x.float()[..., dim // 2:]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

@@ -8,6 +8,7 @@ that holds an early chunk also holds a late one.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 def chunk_ids(num_ranks: int, rank: int) -> tuple[int, int]:
@@ -41,3 +42,33 @@ def join(shares: list[torch.Tensor], dim: int) -> torch.Tensor:
         first, second = chunk_ids(num_ranks, rank)
         chunks[first], chunks[second] = share.chunk(2, dim=dim)
     return torch.cat(chunks, dim=dim)  # type: ignore[arg-type]
+
+
+def order(x: torch.Tensor, dim: int, num_ranks: int) -> torch.Tensor:
+    """A whole tensor with its chunks along `dim` in rank order of the shares (rank 0's two,
+    then rank 1's, ...), so that contiguous collectives cut and place the shares."""
+    return torch.cat([take(x, dim, num_ranks, r) for r in range(num_ranks)], dim=dim)
+
+
+def unorder(x: torch.Tensor, dim: int, num_ranks: int) -> torch.Tensor:
+    """The inverse of `order`: the whole tensor from the shares lying in rank order."""
+    return join(list(x.chunk(num_ranks, dim=dim)), dim)
+
+
+def _group(group) -> tuple[int, int]:
+    if group is None:
+        return 1, 0
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
+def take_in(x: torch.Tensor, group, dim: int) -> torch.Tensor:
+    """B -> S(dim) on the context-parallel axis: this rank's share (its gradient is zero
+    elsewhere, through autograd)."""
+    size, rank = _group(group)
+    return take(x, dim, size, rank)
+
+
+def positions_in(seq: int, group, device=None) -> torch.Tensor:
+    """The global positions of this rank's share of a sequence split over `group`."""
+    size, rank = _group(group)
+    return positions(seq, size, rank, device)
