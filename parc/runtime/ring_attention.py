@@ -3,7 +3,8 @@ torchtitan's context parallelism).
 
 Every rank holds its two chunks of the sequence (`zigzag`) of q, k and v, laid out
 [batch, heads, seq / cp, head_dim]; k and v may have fewer heads (GQA). The forward passes
-the K/V blocks once around the ring (cp - 1 transfers), computes each pair of a query chunk
+the K/V blocks once around the ring (cp - 1 transfers, each posted before the block in
+hand is computed and waited for after it), computes each pair of a query chunk
 and a key chunk that causality leaves visible (a diagonal pair under the causal mask, pairs
 above the diagonal skipped) with its log-sum-exp, and merges them with the online softmax.
 The backward recomputes each block from the saved log-sum-exp and passes K/V with their
@@ -25,17 +26,29 @@ from .zigzag import chunk_ids
 TAG = 0
 
 
+class _Shift:
+    """`tensor` on its way to the next rank of the ring, the previous rank's on its way here;
+    `wait()` gives the one received."""
+
+    def __init__(self, tensor: torch.Tensor, group):
+        size, rank = dist.get_world_size(group), dist.get_rank(group)
+        self.sent = tensor.contiguous()
+        self.out = torch.empty_like(self.sent)
+        nxt = dist.get_global_rank(group, (rank + 1) % size)
+        prev = dist.get_global_rank(group, (rank - 1) % size)
+        self.works = dist.batch_isend_irecv([
+            dist.P2POp(dist.isend, self.sent, nxt, group=group, tag=TAG),
+            dist.P2POp(dist.irecv, self.out, prev, group=group, tag=TAG)])
+
+    def wait(self) -> torch.Tensor:
+        for work in self.works:
+            work.wait()
+        return self.out
+
+
 def _shift(tensor: torch.Tensor, group) -> torch.Tensor:
     """Send `tensor` to the next rank of the ring and receive the previous rank's."""
-    size, rank = dist.get_world_size(group), dist.get_rank(group)
-    out = torch.empty_like(tensor)
-    nxt = dist.get_global_rank(group, (rank + 1) % size)
-    prev = dist.get_global_rank(group, (rank - 1) % size)
-    ops = [dist.P2POp(dist.isend, tensor.contiguous(), nxt, group=group, tag=TAG),
-           dist.P2POp(dist.irecv, out, prev, group=group, tag=TAG)]
-    for work in dist.batch_isend_irecv(ops):
-        work.wait()
-    return out
+    return _Shift(tensor, group).wait()
 
 
 def _visible(q_chunk: int, k_chunk: int) -> str | None:
@@ -81,7 +94,8 @@ class RingAttention(torch.autograd.Function):
             mine = chunk_ids(size, rank)
             for step in range(size):
                 source = (rank - step) % size
-                nxt = _shift(kv, group) if step < size - 1 else None
+                # the next block travels while this one is computed
+                nxt = _Shift(kv, group) if step < size - 1 else None
                 ks, vs = (_expand(t.float(), groups).chunk(2, dim=2) for t in kv)
                 for a, qa in enumerate(mine):
                     for b, kb in enumerate(chunk_ids(size, source)):
@@ -96,7 +110,7 @@ class RingAttention(torch.autograd.Function):
                                   + block_out * torch.exp(block_lse - new)[..., None])
                         lse[a] = new
                 if nxt is not None:
-                    kv = nxt
+                    kv = nxt.wait()
             out_all = torch.cat(out, dim=2)
             lse_all = torch.cat(lse, dim=2)
         ctx.save_for_backward(q, k, v, out_all, lse_all)
