@@ -141,7 +141,8 @@ class ParallelChecker:
             self.sequence_axis(sequence, mesh, sbp, spans["sequence_parallel"])
         context = settings.get("context_parallel")
         if context is not None:
-            check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"])
+            check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"],
+                               compiled)
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,

@@ -109,6 +109,7 @@ def test_collectives_on_the_axis_keep_the_layout():
      "`block[0].mlp.fc1.w` is S(0)@cp"),
     (lambda t: t + "", "does not combine with `sequence_parallel cp`"),
     (with_dropout, "dropout is not supported"),
+    (lambda t: t.replace(CP, CP + "  compile true\n"), "does not combine with `compile true`"),
 ])
 def test_the_check_refuses_what_the_ring_cannot_run(edit, message):
     mesh = "pp = 1, cp = 4" if "seq = 12" in edit("seq = 16") else "pp = 2, cp = 2"
