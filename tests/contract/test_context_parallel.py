@@ -1,31 +1,37 @@
 """Context parallelism (`context_parallel cp`, ring attention over the load-balanced sequence
 layout) under the correctness contract: the GPT (learned positions, sliced in the layout) and
-the LLaMA (rope at the global positions, grouped-query attention) on cp2 x pp2 and dp2 x cp2,
+the LLaMA (rope at the global positions, grouped-query attention) on cp2 x pp2, dp2 x cp2 and
+with Megatron's tensor parallelism on another axis (tp2 x cp2), and with recomputation,
 against the single-process reference. One launch of four ranks."""
 
 from pathlib import Path
 
 import pytest
 
-from .harness import compare, compile_pair, launch, variant
+from .harness import GPT_TP, LLAMA_TP, compare, compile_pair, launch, variant
 
 pytestmark = pytest.mark.slow
 
 CP = "  context_parallel cp\n"
 BATCH = "    tokens, targets: S(0)@dp"
 
-PLANS = {
-    "gpt_cp_pp": ("gpt_tiny.par", "pp = 2, cp = 2"),
-    "llama_cp_pp": ("llama_tiny.par", "pp = 2, cp = 2"),
-    "gpt_dp_cp": ("gpt_tiny.par", "dp = 2, cp = 2"),
-    "llama_dp_cp": ("llama_tiny.par", "dp = 2, cp = 2"),
+PLANS = {  # example, mesh, sbp rules, extra settings
+    "gpt_cp_pp": ("gpt_tiny.par", "pp = 2, cp = 2", BATCH, ""),
+    "llama_cp_pp": ("llama_tiny.par", "pp = 2, cp = 2", BATCH, ""),
+    "gpt_dp_cp": ("gpt_tiny.par", "dp = 2, cp = 2", BATCH, ""),
+    "llama_dp_cp": ("llama_tiny.par", "dp = 2, cp = 2", BATCH, ""),
+    # Megatron's weights on tp (attention by heads) and the sequence on cp
+    "llama_tp_cp": ("llama_tiny.par", "tp = 2, cp = 2", LLAMA_TP, ""),
+    "gpt_tp_cp": ("gpt_tiny.par", "cp = 2, tp = 2", GPT_TP, ""),
+    # the ring runs again in the recomputed forward
+    "gpt_cp_pp_recompute": ("gpt_tiny.par", "pp = 2, cp = 2", BATCH, "  recompute all\n"),
 }
 
 
 def test_context_parallel_matches_reference(tmp_path: Path):
     compiled = {}
-    for name, (example, mesh) in PLANS.items():
-        text = variant(example, mesh, sbp=BATCH, extra=CP)
+    for name, (example, mesh, rules, extra) in PLANS.items():
+        text = variant(example, mesh, sbp=rules, extra=CP + extra)
         compiled[name] = compile_pair(text, name, tmp_path)
         stages = "".join(p.read_text() for p in compiled[name][0].glob("stage_*.py"))
         assert "ring_attention(" in stages and "Z.take_in(" in stages
