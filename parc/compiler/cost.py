@@ -241,6 +241,17 @@ class CostModel:
         kv32 = 4 * (self.local_numel(op.inputs[1]) + self.local_numel(op.inputs[2]))
         return (n - 1) * kv, (n - 1) * 2 * kv32 + kv32
 
+    def ring_traffic(self, op: Op) -> float:
+        """Bytes the ring moves over its axis, forward and backward, counted as `comm_bytes`
+        counts a collective (of the whole tensor: the n ranks' sends added up)."""
+        axis = self.ring_axis(op)
+        if axis is None:
+            return 0.0
+        n = self.graph.axis_size(axis)
+        kv = float(nbytes(self.concrete(op.inputs[1])) + nbytes(self.concrete(op.inputs[2])))
+        kv32 = 4.0 * (numel(self.concrete(op.inputs[1])) + numel(self.concrete(op.inputs[2])))
+        return (n - 1) * kv + (n - 1) * 2 * kv32 + kv32
+
     def ring_attention_time(self, op: Op, compute_fwd: float) -> tuple[float, float]:
         """Seconds the ring adds to attention, forward and backward: each forward transfer
         hides behind one of the n block steps of compute (what it exceeds them by shows);

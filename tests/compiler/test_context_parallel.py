@@ -141,6 +141,7 @@ def test_the_cost_model_divides_attention_and_charges_the_ring():
             # backward sends K/V with their f32 gradients once and the gradients home
             kv = 2 * 4 * 2 * 8 * 16 * 4
             assert rings[cp][0] == (kv, 2 * kv + kv)
+            assert cost.ring_traffic(op) == 2 * (kv + 2 * kv + kv)  # both ranks' sends
     assert rings[1] == ((0.0, 0.0), (0.0, 0.0))
     assert rings[2][1][1] > 0 and times[2].bwd_input > rings[2][1][1]
     assert times[2].flops == pytest.approx(times[1].flops / 2)

@@ -124,7 +124,7 @@ def build_units(graph: Graph, cost: CostModel) -> list[Unit]:
             unit.deferred_bytes += cost.local_bytes(op.outputs[0])
         unit.step += t.step
         unit.flops += t.flops
-        unit.comm_bytes += sum(cost.ring_bytes(op))  # ring attention's p2p over its axis
+        unit.comm_bytes += cost.ring_traffic(op)  # ring attention's p2p over its axis
         if op.kind in COMMS:
             moved = cost.comm_bytes(op)
             if op.outputs[0] in cost.step_synced:
