@@ -51,6 +51,13 @@ def _shift(tensor: torch.Tensor, group) -> torch.Tensor:
     return _Shift(tensor, group).wait()
 
 
+def _ring(group) -> tuple[int, int]:
+    """Size of the ring and this rank's place in it; a group of None is an axis of one."""
+    if group is None:
+        return 1, 0
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
 def _visible(q_chunk: int, k_chunk: int) -> str | None:
     """How a query chunk sees a key chunk under the causal mask: all of it, its lower
     triangle (the same chunk), or nothing."""
@@ -83,7 +90,7 @@ def _fold(grad: torch.Tensor, groups: int) -> torch.Tensor:
 class RingAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, group):
-        size, rank = dist.get_world_size(group), dist.get_rank(group)
+        size, rank = _ring(group)
         groups = q.shape[1] // k.shape[1]
         scale = 1.0 / math.sqrt(q.shape[-1])
         with torch.autocast(q.device.type, enabled=False):
@@ -121,7 +128,7 @@ class RingAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         group, groups, scale = ctx.group, ctx.groups, ctx.scale
-        size, rank = dist.get_world_size(group), dist.get_rank(group)
+        size, rank = _ring(group)
         with torch.autocast(q.device.type, enabled=False):
             do = grad_out.float()
             delta = (do * out).sum(dim=-1).chunk(2, dim=2)

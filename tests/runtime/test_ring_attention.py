@@ -48,6 +48,20 @@ def _worker(rank: int, port: int) -> None:
         dist.destroy_process_group()
 
 
+def test_an_axis_of_one_device_is_causal_attention():
+    """A size-1 axis has no group (None): the ring is this rank alone, not the world."""
+    q, k, v, grad = _whole(0, 2, 4, 2, 8, 8)
+    whole = [t.clone().requires_grad_() for t in (q, k, v)]
+    want = F.scaled_dot_product_attention(*whole, is_causal=True, enable_gqa=True)
+    want.backward(grad)
+    mine = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = ring_attention(*mine, None)
+    out.backward(grad)
+    torch.testing.assert_close(out, want)
+    for got, ref in zip(mine, whole):
+        torch.testing.assert_close(got.grad, ref.grad)
+
+
 @pytest.mark.slow
 def test_ring_attention_matches_sdpa_on_two_and_four_ranks():
     import torch.multiprocessing as mp
