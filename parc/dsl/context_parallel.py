@@ -8,11 +8,11 @@ PIPELINE_AXIS = "pp"
 
 
 def check_context_axis(checker, axis: str, mesh, sbp: dict[str, NdSbp] | None,
-                       sequence: str | None, span, compiled: bool = False) -> None:
+                       sequence: str | None, span) -> None:
     """A mesh axis other than the pipeline's, without sequence parallelism; the model inputs
     and parameters whole on it (parc slices the inputs in the load-balanced layout); a
-    sequence that cuts into 2 x AXIS chunks; no dropout (its masks follow contiguous places)
-    and no `compile` (the ring's messages are not run inside compiled stages)."""
+    sequence that cuts into 2 x AXIS chunks; no dropout (its masks follow contiguous places).
+    `compile` is refused with the other conflicts of compiled stages (`compile_conflict`)."""
     axes = [a for a, _ in mesh if a != PIPELINE_AXIS]
     where = f"`context_parallel {axis}`: "
     if axis not in axes:
@@ -25,11 +25,6 @@ def check_context_axis(checker, axis: str, mesh, sbp: dict[str, NdSbp] | None,
         checker.fail("E353", where + f"does not combine with `sequence_parallel {sequence}`: "
                      "both would split the sequence", span,
                      help="use one of the two")
-        return
-    if compiled:
-        checker.fail("E353", where + "does not combine with `compile true`: the ring's "
-                     "point-to-point messages are not run inside compiled stages", span,
-                     help="leave out `compile`")
         return
     size = dict(mesh)[axis]
     for name, entry in (sbp or {}).items():

@@ -56,8 +56,12 @@ SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean,
             "sequence_parallel": _axis_name, "context_parallel": _axis_name}
 
 
-def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
+def compile_conflict(recompute: tuple[str, ...], schedule: str,
+                     context: str | None = None) -> str | None:
     """Why `compile true` cannot run with this plan, if it cannot."""
+    if context is not None:
+        return (f"`compile true` cannot run with `context_parallel {context}`: the ring "
+                "attention's point-to-point messages are not run inside compiled stages")
     if recompute:
         return ("`compile true` cannot run with `recompute`: recomputation runs stages or "
                 "calls again under torch.utils.checkpoint, which parc does not run inside "
@@ -131,18 +135,18 @@ class ParallelChecker:
                           spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
         compiled = settings.get("compile", False)
         if compiled and schedule is not None:
-            why = compile_conflict(recompute, schedule.name)
+            context = settings.get("context_parallel")
+            why = compile_conflict(recompute, schedule.name, context)
             if why is not None:
                 self.fail("E351", why, spans["compile"],
-                          help="leave out `compile`, or " + (
-                          "`recompute`" if recompute else "use `schedule 1f1b`"))
+                          help="leave out `compile`" + ("" if context else ", or " + (
+                          "`recompute`" if recompute else "use `schedule 1f1b`")))
         sequence = settings.get("sequence_parallel")
         if sequence is not None:
             self.sequence_axis(sequence, mesh, sbp, spans["sequence_parallel"])
         context = settings.get("context_parallel")
         if context is not None:
-            check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"],
-                               compiled)
+            check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"])
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,

@@ -109,7 +109,6 @@ def test_collectives_on_the_axis_keep_the_layout():
      "`block[0].mlp.fc1.w` is S(0)@cp"),
     (lambda t: t + "", "does not combine with `sequence_parallel cp`"),
     (with_dropout, "dropout is not supported"),
-    (lambda t: t.replace(CP, CP + "  compile true\n"), "does not combine with `compile true`"),
 ])
 def test_the_check_refuses_what_the_ring_cannot_run(edit, message):
     mesh = "pp = 1, cp = 4" if "seq = 12" in edit("seq = 16") else "pp = 2, cp = 2"
@@ -156,3 +155,17 @@ def test_activation_memory_is_one_cp_th():
         cost = CostModel(graph, spec.parallel.hardware)
         kept[cp] = sum(size for op in graph.ops for _, size in cost.saved(op))
     assert kept[2] == pytest.approx(kept[1] / 2, rel=0.02)
+
+
+def test_compile_is_refused_in_the_spec_and_on_the_command_line():
+    from parc.api import with_compile
+
+    with pytest.raises(ParcError) as info:
+        check_text(_text("gpt").replace(CP, CP + "  compile true\n"), "bad.par")
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E351" and "context_parallel cp" in diagnostic.message
+    spec = check_text(_text("gpt"), "cp.par")
+    with pytest.raises(ParcError) as info:
+        with_compile(spec, True)
+    assert "--compile cannot run with `context_parallel cp`" in info.value.diagnostics[0].message
+    assert with_compile(spec, False).parallel.compile is False
