@@ -11,7 +11,7 @@ def check_context_axis(checker, axis: str, mesh, sbp: dict[str, NdSbp] | None,
                        sequence: str | None, span) -> None:
     """A mesh axis other than the pipeline's, without sequence parallelism; the model inputs
     and parameters whole on it (parc slices the inputs in the load-balanced layout); a
-    sequence that cuts into 2 x AXIS chunks; no dropout (its masks follow contiguous places).
+    sequence that cuts into 2 x AXIS chunks.
     `compile` is refused with the other conflicts of compiled stages (`compile_conflict`)."""
     axes = [a for a, _ in mesh if a != PIPELINE_AXIS]
     where = f"`context_parallel {axis}`: "
@@ -39,11 +39,4 @@ def check_context_axis(checker, axis: str, mesh, sbp: dict[str, NdSbp] | None,
             checker.fail("E353", where + f"the sequence of `{info.name}` ({seq}) does not cut "
                          f"into 2 x {axis} = {2 * size} equal chunks (the causal load balance "
                          f"gives rank i chunks i and {2 * size - 1} - i)", span)
-            return
-    for op in checker.model.ops:
-        if op.kind == "dropout" and dict(op.attrs).get("p", 0.0):
-            checker.fail("E353", where + "dropout is not supported under context parallelism "
-                         f"(in `{op.scope or 'the model'}`): its masks are drawn by contiguous "
-                         "place in the sequence, not the load-balanced one", span,
-                         help="set the dropout probability to 0")
             return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import zigzag
+
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal attention over [..., heads, seq, head_dim]; k and v may have fewer heads (GQA).
@@ -64,28 +66,28 @@ def dropout(x: torch.Tensor, p: float, key: int = 0, seed: int = 0, shape=None,
     """Zero each element with probability p (in training), scale the rest by 1 / (1 - p).
 
     Whether an element is kept is a hash of (seed, the op's key, step, microbatch) and the
-    element's index in the whole tensor `shape` (this rank's slice starts where `splits`,
-    (dim, process group) outer axis first, say): ranks that hold the same elements (a
-    replicated tensor) draw the same mask, ranks with other elements (data-parallel rows,
-    tensor-parallel columns) other masks, and the single-process program the same masks as
-    the parallel one, element for element."""
+    element's index in the whole tensor `shape` (this rank's slice is where `splits`,
+    (dim, process group[, load-balanced]) outer axis first, say): ranks that hold the same
+    elements (a replicated tensor) draw the same mask, ranks with other elements
+    (data-parallel rows, tensor-parallel columns) other masks, and the single-process
+    program the same masks as the parallel one, element for element."""
     if p == 0.0 or not _AT["training"]:
         return x
     full = list(shape) if shape is not None else list(x.shape)
-    offsets = [0] * len(full)
-    sizes = list(full)
-    for dim, group in splits:
+    # the places along each dim this rank holds: cut by each split, outer axis first; a
+    # split marked as the context-parallel one takes its load-balanced two chunks
+    places = [torch.arange(n, dtype=torch.int64, device=x.device) for n in full]
+    for dim, group, *layout in splits:
         ways = 1 if group is None else torch.distributed.get_world_size(group)
         rank = 0 if group is None else torch.distributed.get_rank(group)
-        sizes[dim] //= ways
-        offsets[dim] += rank * sizes[dim]
+        places[dim] = zigzag.take(places[dim], 0, ways, rank) if layout and layout[0] else \
+            places[dim].chunk(ways)[rank]
     index = torch.zeros((), dtype=torch.int64, device=x.device)
     stride = 1
     for dim in reversed(range(x.dim())):
-        positions = torch.arange(x.shape[dim], dtype=torch.int64, device=x.device)
         view = [1] * x.dim()
         view[dim] = x.shape[dim]
-        index = index + ((positions + offsets[dim]) * stride).view(view)
+        index = index + (places[dim] * stride).view(view)
         stride *= full[dim]
     salt = _signed(((seed * 1_000_003 + key) * 1_000_033 + _AT["step"]) * 65_537
                    + _AT["microbatch"])

@@ -20,7 +20,7 @@ from parc.ops.sbp import Sbp
 from parc.ops.signatures import context_signatures, signatures
 from parc.ops.types import TensorT
 from parc.runtime import zigzag
-from tests.contract.harness import variant, with_dropout
+from tests.contract.harness import variant
 
 CP = "  context_parallel cp\n"
 EXAMPLES = {"gpt": "gpt_tiny.par", "llama": "llama_tiny.par"}
@@ -108,7 +108,6 @@ def test_collectives_on_the_axis_keep_the_layout():
     (lambda t: t.replace("  stages auto", "  sbp { block[*].mlp.fc1.w: S(0)@cp }\n  stages auto"),
      "`block[0].mlp.fc1.w` is S(0)@cp"),
     (lambda t: t + "", "does not combine with `sequence_parallel cp`"),
-    (with_dropout, "dropout is not supported"),
 ])
 def test_the_check_refuses_what_the_ring_cannot_run(edit, message):
     mesh = "pp = 1, cp = 4" if "seq = 12" in edit("seq = 16") else "pp = 2, cp = 2"

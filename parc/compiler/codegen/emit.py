@@ -355,11 +355,13 @@ class Emitter:
 
     def dropout(self, op: Op, x: str, attrs: dict) -> str:
         """Dropout with this rank's place in the whole tensor, so its mask is the slice of the
-        mask the single-process program draws (parc.runtime.functional.dropout)."""
+        mask the single-process program draws (parc.runtime.functional.dropout); a split on
+        the context-parallel axis is marked as the load-balanced layout."""
         value = self.graph.values[op.inputs[0]]
         shape = [d.subs({"batch": self.batch}).as_int() for d in value.type.shape]
-        splits = ", ".join(f'({dim}, self.groups["{axis}"])' for axis, dim in self.splits(
-            op.inputs[0]))
+        splits = ", ".join(f'({dim}, self.groups["{axis}"]'
+                           + (", True)" if axis == self.context_axis else ")")
+                           for axis, dim in self.splits(op.inputs[0]))
         key = zlib.crc32(f"{op.scope}:{op.outputs[0]}".encode())
         return (f"dropout({x}, p={attrs['p']!r}, key={key}, seed={self.plan.spec.train.seed}, "
                 f"shape={tuple(shape)}, splits=[{splits}])")
