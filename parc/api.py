@@ -105,7 +105,8 @@ def with_compile(spec: Spec, compile: bool | None) -> Spec:
     from .dsl.parallel import SPLIT_BACKWARD, compile_conflict
 
     parallel = spec.parallel
-    why = compile and compile_conflict(parallel.recompute, parallel.schedule.name)
+    why = compile and compile_conflict(parallel.recompute, parallel.schedule.name,
+                                       parallel.context_parallel)
     if why:
         where = parallel.schedule.span if parallel.schedule.name in SPLIT_BACKWARD and \
             not parallel.recompute else parallel.span

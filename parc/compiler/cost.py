@@ -196,6 +196,9 @@ class CostModel:
         bwd_input = self.compute_time(input_flops / n, bwd_bytes * input_flops / total_bwd)
         bwd_weight = self.compute_time(weight_flops / n, bwd_bytes * weight_flops / total_bwd)
         fwd += self.vocab_parallel_time(op)
+        ring_fwd, ring_bwd = self.ring_attention_time(op, fwd)
+        fwd += ring_fwd
+        bwd_input += ring_bwd
         return OpTime(fwd + extra, bwd_input + (extra if input_flops or not weight_flops else 0),
                       bwd_weight + (extra if weight_flops else 0.0),
                       flops=(cost.flops_fwd + input_flops + weight_flops) / n)
@@ -215,6 +218,54 @@ class CostModel:
                 total += 3 * ring_time("all_reduce", size, self.graph.axis_size(axis),
                                        bandwidth, latency)
         return total
+
+    def ring_axis(self, op: Op) -> str | None:
+        """The axis whose ring attention runs this op: its queries split by sequence there
+        (only the context-parallel axis has that signature)."""
+        if op.kind != "causal_attention":
+            return None
+        q = self.graph.values[op.inputs[0]]
+        seq = Sbp("S", q.type.rank - 2)
+        return next((a for a in self.graph.sbp_axes if q.sbp is not None
+                     and q.sbp.on(a) == seq), None)
+
+    def ring_bytes(self, op: Op) -> tuple[float, float]:
+        """What one rank sends around the ring (runtime/ring_attention.py): the K/V block
+        (cp - 1 times forward), and in the backward K/V with their f32 gradients (cp - 1
+        times, f32) and the gradients home (once)."""
+        axis = self.ring_axis(op)
+        if axis is None:
+            return 0.0, 0.0
+        n = self.graph.axis_size(axis)
+        kv = self.local_bytes(op.inputs[1]) + self.local_bytes(op.inputs[2])
+        kv32 = 4 * (self.local_numel(op.inputs[1]) + self.local_numel(op.inputs[2]))
+        return (n - 1) * kv, (n - 1) * 2 * kv32 + kv32
+
+    def ring_traffic(self, op: Op) -> float:
+        """Bytes the ring moves over its axis, forward and backward, counted as `comm_bytes`
+        counts a collective (of the whole tensor: the n ranks' sends added up)."""
+        axis = self.ring_axis(op)
+        if axis is None:
+            return 0.0
+        n = self.graph.axis_size(axis)
+        kv = float(nbytes(self.concrete(op.inputs[1])) + nbytes(self.concrete(op.inputs[2])))
+        kv32 = 4.0 * (numel(self.concrete(op.inputs[1])) + numel(self.concrete(op.inputs[2])))
+        return (n - 1) * kv + (n - 1) * 2 * kv32 + kv32
+
+    def ring_attention_time(self, op: Op, compute_fwd: float) -> tuple[float, float]:
+        """Seconds the ring adds to attention, forward and backward: each forward transfer
+        hides behind one of the n block steps of compute (what it exceeds them by shows);
+        the backward's transfers carry the gradients just computed, so they add up."""
+        axis = self.ring_axis(op)
+        if axis is None:
+            return 0.0, 0.0
+        n = self.graph.axis_size(axis)
+        bandwidth, latency = self.axis_link(axis, collective=False)
+        fwd_bytes, bwd_bytes = self.ring_bytes(op)
+        hop = latency + fwd_bytes / (n - 1) / bandwidth if n > 1 else 0.0
+        fwd = (n - 1) * max(0.0, hop - compute_fwd / n)
+        bwd = n * latency + bwd_bytes / bandwidth if n > 1 else 0.0
+        return fwd, bwd
 
     def comm_bytes(self, op: Op) -> float:
         """Total bytes a communication op moves over its axis, forward and backward."""

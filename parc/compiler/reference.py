@@ -36,7 +36,7 @@ def staged_spec(spec: Spec, plan: Plan) -> Spec:
     stages = tuple(tuple(s.units) for s in plan.stages)
     serial = replace(spec.parallel, mesh=(("pp", len(stages)),), sbp={}, stages=stages,
                      schedule=ScheduleSpec("gpipe"), recompute=(),
-                     sequence_parallel=None)
+                     sequence_parallel=None, context_parallel=None)
     return replace(spec, parallel=serial)
 
 
@@ -44,5 +44,5 @@ def serial_spec(spec: Spec) -> Spec:
     """The spec as one stage in one process (all of the model, GPipe)."""
     serial = replace(spec.parallel, mesh=(("pp", 1),), sbp={}, stages="auto",
                      schedule=ScheduleSpec("gpipe"), recompute=(),
-                     sequence_parallel=None)
+                     sequence_parallel=None, context_parallel=None)
     return replace(spec, parallel=serial)

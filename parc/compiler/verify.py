@@ -9,7 +9,7 @@ from ..ops.catalog import CATALOG
 from ..ops.comm import COMMS
 from ..ops.dims import Dim
 from ..ops.sbp import Sbp
-from ..ops.signatures import signatures
+from ..ops.signatures import context_signatures, signatures
 from .ir import Graph, result_types
 
 
@@ -83,7 +83,11 @@ def _check_sbp(graph: Graph, op, where: str) -> None:
         types_out = [graph.values[o].type for o in op.outputs]
         spec = CATALOG[op.kind]
         attrs = spec.full_attrs(op.attrs)
-        if (ins, outs) not in signatures(op.kind, types_in, types_out, attrs):
+        # the context-parallel axis's signatures: the graph does not say which axis that is
+        # (as with sequence parallelism), so they are valid on any
+        valid = signatures(op.kind, types_in, types_out, attrs) + context_signatures(
+            op.kind, types_in)
+        if (ins, outs) not in valid:
             shown = ", ".join(str(s) for s in ins) + " -> " + ", ".join(str(s) for s in outs)
             raise VerifyError(f"{where}: ({shown}) is not a valid signature on `{axis}`")
 

@@ -6,6 +6,7 @@ import re
 
 from ..ops.sbp import BROADCAST, NdSbp, Sbp
 from . import ast
+from .context_parallel import check_context_axis
 from .diagnostics import closest
 from .settings import (
     POISON,
@@ -53,11 +54,16 @@ def _axis_name(values, span, err, key):
 
 
 SETTINGS = {"recompute": _recompute, "kernels": _kernels, "compile": boolean,
-            "sequence_parallel": _axis_name, "vocab_parallel": _axis_name}
+            "sequence_parallel": _axis_name, "vocab_parallel": _axis_name,
+            "context_parallel": _axis_name}
 
 
-def compile_conflict(recompute: tuple[str, ...], schedule: str) -> str | None:
+def compile_conflict(recompute: tuple[str, ...], schedule: str,
+                     context: str | None = None) -> str | None:
     """Why `compile true` cannot run with this plan, if it cannot."""
+    if context is not None:
+        return (f"`compile true` cannot run with `context_parallel {context}`: the ring "
+                "attention's point-to-point messages are not run inside compiled stages")
     if recompute:
         return ("`compile true` cannot run with `recompute`: recomputation runs stages or "
                 "calls again under torch.utils.checkpoint, which parc does not run inside "
@@ -131,26 +137,34 @@ class ParallelChecker:
                           spans["recompute"], help=f"did you mean `{guess}`?" if guess else None)
         compiled = settings.get("compile", False)
         if compiled and schedule is not None:
-            why = compile_conflict(recompute, schedule.name)
+            context = settings.get("context_parallel")
+            why = compile_conflict(recompute, schedule.name, context)
             if why is not None:
                 self.fail("E351", why, spans["compile"],
-                          help="leave out `compile`, or " + (
-                          "`recompute`" if recompute else "use `schedule 1f1b`"))
+                          help="leave out `compile`" + ("" if context else ", or " + (
+                          "`recompute`" if recompute else "use `schedule 1f1b`")))
         sequence = settings.get("sequence_parallel")
         if sequence is not None:
             self.sequence_axis(sequence, mesh, sbp, spans["sequence_parallel"])
+        context = settings.get("context_parallel")
+        if context is not None:
+            check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"])
         vocab = settings.get("vocab_parallel")
         if vocab is not None and schedule is not None:
             why = vocab_conflict(vocab, mesh, schedule.name, recompute, sequence)
             if why is not None:
                 self.fail("E356", f"`vocab_parallel {vocab}`: {why[0]}", spans["vocab_parallel"],
                           help=why[1])
+        if vocab is not None and context is not None:
+            self.fail("E356", f"`vocab_parallel {vocab}` cannot be combined with "
+                      f"`context_parallel {context}`", spans["vocab_parallel"],
+                      help="leave out one of the two settings")
         if not self.ok or schedule is None:
             return None
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
                             kernels=settings.get("kernels"), compile=compiled,
                             sequence_parallel=sequence, vocab_parallel=vocab,
-                            vocab_span=spans.get("vocab_parallel"))
+                            vocab_span=spans.get("vocab_parallel"), context_parallel=context)
 
     def sequence_axis(self, axis: str, mesh, sbp: dict[str, NdSbp] | None, span) -> None:
         """`sequence_parallel AXIS`: a mesh axis other than the pipeline's, on which the model

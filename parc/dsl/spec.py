@@ -220,6 +220,7 @@ class ParallelSpec:
     # over every pipeline rank (Yeung et al. 2024); planned and simulated, not yet run
     vocab_parallel: str | None = None
     vocab_span: Span | None = _span()  # the setting's line, for the plan's refusals
+    context_parallel: str | None = None  # the axis that splits the sequence, attention by ring
 
     @property
     def kernel_backend(self) -> str:

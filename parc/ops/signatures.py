@@ -191,6 +191,19 @@ RULES = {
 }
 
 
+def context_signatures(kind: str, ins: list[TensorT]) -> list[Signature]:
+    """Signatures only the context-parallel axis has: the sequence split of the ops whose
+    result depends on positions, computed over the load-balanced layout (attention by ring,
+    rope at the rank's global positions)."""
+    if kind == "causal_attention":
+        seq = S(ins[0].rank - 2)
+        return [((seq, seq, seq), (seq,))]
+    if kind == "rope":
+        seq = S(ins[0].rank - 2)
+        return [((seq,), (seq,))]
+    return []
+
+
 def signatures(kind: str, ins: list[TensorT], outs: list[TensorT], attrs: dict) -> list[Signature]:
     """Every valid (operand SBPs, result SBPs) of an op on one axis, B-everywhere first."""
     return RULES[kind](ins, outs, attrs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import zigzag
+
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal attention over [..., heads, seq, head_dim]; k and v may have fewer heads (GQA).
@@ -21,11 +23,15 @@ def causal_softmax(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x.masked_fill(mask, float("-inf")), dim=-1)
 
 
-def rope(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding over [..., seq, head_dim] (pairs of halves, as in LLaMA)."""
+def rope(x: torch.Tensor, theta: float = 10000.0,
+         positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotary position embedding over [..., seq, head_dim] (pairs of halves, as in LLaMA), at
+    `positions` (default 0, 1, ...; a context-parallel share gives its global positions)."""
     seq, dim = x.shape[-2], x.shape[-1]
     inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim))
-    angles = torch.outer(torch.arange(seq, device=x.device, dtype=torch.float32), inv)
+    if positions is None:
+        positions = torch.arange(seq, device=x.device)
+    angles = torch.outer(positions.to(device=x.device, dtype=torch.float32), inv)
     cos, sin = angles.cos(), angles.sin()
     x1, x2 = x.float()[..., : dim // 2], x.float()[..., dim // 2:]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -60,28 +66,28 @@ def dropout(x: torch.Tensor, p: float, key: int = 0, seed: int = 0, shape=None,
     """Zero each element with probability p (in training), scale the rest by 1 / (1 - p).
 
     Whether an element is kept is a hash of (seed, the op's key, step, microbatch) and the
-    element's index in the whole tensor `shape` (this rank's slice starts where `splits`,
-    (dim, process group) outer axis first, say): ranks that hold the same elements (a
-    replicated tensor) draw the same mask, ranks with other elements (data-parallel rows,
-    tensor-parallel columns) other masks, and the single-process program the same masks as
-    the parallel one, element for element."""
+    element's index in the whole tensor `shape` (this rank's slice is where `splits`,
+    (dim, process group[, load-balanced]) outer axis first, say): ranks that hold the same
+    elements (a replicated tensor) draw the same mask, ranks with other elements
+    (data-parallel rows, tensor-parallel columns) other masks, and the single-process
+    program the same masks as the parallel one, element for element."""
     if p == 0.0 or not _AT["training"]:
         return x
     full = list(shape) if shape is not None else list(x.shape)
-    offsets = [0] * len(full)
-    sizes = list(full)
-    for dim, group in splits:
+    # the places along each dim this rank holds: cut by each split, outer axis first; a
+    # split marked as the context-parallel one takes its load-balanced two chunks
+    places = [torch.arange(n, dtype=torch.int64, device=x.device) for n in full]
+    for dim, group, *layout in splits:
         ways = 1 if group is None else torch.distributed.get_world_size(group)
         rank = 0 if group is None else torch.distributed.get_rank(group)
-        sizes[dim] //= ways
-        offsets[dim] += rank * sizes[dim]
+        places[dim] = zigzag.take(places[dim], 0, ways, rank) if layout and layout[0] else \
+            places[dim].chunk(ways)[rank]
     index = torch.zeros((), dtype=torch.int64, device=x.device)
     stride = 1
     for dim in reversed(range(x.dim())):
-        positions = torch.arange(x.shape[dim], dtype=torch.int64, device=x.device)
         view = [1] * x.dim()
         view[dim] = x.shape[dim]
-        index = index + ((positions + offsets[dim]) * stride).view(view)
+        index = index + (places[dim] * stride).view(view)
         stride *= full[dim]
     salt = _signed(((seed * 1_000_003 + key) * 1_000_033 + _AT["step"]) * 65_537
                    + _AT["microbatch"])

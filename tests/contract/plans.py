@@ -6,7 +6,8 @@ head), and models built from the generator's own defs, with names of its own, th
 op of the catalog. Meshes of 1, 2, 4 and 8 devices with one to three axes (size-1 axes
 included); SBP rules on inputs and parameters drawn from: batch splits over one or two axes,
 Megatron's tensor-parallel layout, vocabulary-parallel embedding and head, ZeRO on any subset of
-weights, and random splits of any dim over any axis; every schedule family; recompute; bf16;
+weights, random splits of any dim over any axis, and context parallelism (`context_parallel`,
+ring attention) on an axis nothing else splits; every schedule family; recompute; bf16;
 gradient clipping; AdamW or SGD. `parc tune`'s own candidates for a generated spec join too.
 Some plans are meant to be refused by `parc check` (sizes that do not divide): the sweep holds
 those to a located diagnostic instead of the contract.
@@ -15,6 +16,7 @@ those to a located diagnostic instead of the contract.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 AXIS_NAMES = ["dp", "tp", "data", "model", "x", "ep"]
@@ -31,7 +33,7 @@ class GeneratedPlan:
     model: str  # gpt | llama | defs
     family: str  # schedule family
     mesh: str  # "pp=2 x dp=2"
-    sbp: tuple[str, ...]  # kinds of rules: batch, batch2, tp, vocab, zero, random
+    sbp: tuple[str, ...]  # kinds of rules: batch, batch2, tp, vocab, zero, random; cp
     precision: str
     recompute: str
     source: str = "random"  # random | tune
@@ -475,6 +477,15 @@ def generate_plan(seed: int, index: int) -> GeneratedPlan:
             f"  seed {rng.randrange(100)}{clip}\n"
             + (f"  precision {precision}\n" if precision != "f32" else "")
             + "}\n\nparallel on hw {\n" + "\n".join(parallel) + "\n}\n")
+    # drawn last, so that the plans before it stay as they were: context parallelism on an
+    # axis that neither the batch nor any rule splits, for a model without dropout
+    seq = int(re.search(r"seq = (\d+)", model.text).group(1))
+    free = [a for a in axes if a not in data_axes and sizes[a] > 1 and seq % (2 * sizes[a]) == 0
+            and not any(f"@{a}" in rule for rule in rules)]
+    if free and "0.1" not in model.text and rng.random() < 0.5:
+        text = text.replace("  stages auto\n", f"  stages auto\n  context_parallel "
+                            f"{rng.choice(free)}\n", 1)
+        kinds.add("cp")
     return GeneratedPlan(name=f"s{seed}_p{index}", text=text, devices=devices, model=kind,
                          family=family, mesh=" x ".join(f"{a}={n}" for a, n in mesh),
                          sbp=tuple(sorted(kinds)), precision=precision, recompute=recompute)

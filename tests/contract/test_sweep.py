@@ -22,11 +22,14 @@ FOUND = [(3, 287), (3, 409)]
 # skip plans whose posting holds the sends that skip stages one group longer (8 stages, 5:28;
 # 4 stages, 5:211): the runtime follows those orders too
 HELD = [(5, 28), (5, 211)]
+# context parallelism around attention written out (a causal softmax of the scores): the
+# sequence is gathered, scattered and exchanged in the load-balanced layout
+CONTEXT = [(3, 11)]
 
 
 def sample():
     return generate(SEED, COUNT) + tuned_plans(SEED, TUNED) + \
-        [generate_plan(seed, index) for seed, index in FOUND + HELD]
+        [generate_plan(seed, index) for seed, index in FOUND + HELD + CONTEXT]
 
 
 def test_the_held_plans_hold_their_skipping_sends():
@@ -56,7 +59,7 @@ def test_the_sample_covers_every_op_family_mesh_and_sbp_kind():
     assert {p.family for p in plans} == {"gpipe", "1f1b", "interleaved", "zb_h1", "skip"}
     assert {p.devices for p in plans} == {1, 2, 4, 8}
     kinds = Counter(k for p in plans for k in p.sbp)
-    assert set(kinds) == {"batch", "batch2", "tp", "vocab", "zero", "random"}, kinds
+    assert set(kinds) == {"batch", "batch2", "tp", "vocab", "zero", "random", "cp"}, kinds
     assert {p.model for p in plans} == {"gpt", "llama", "defs"}
     assert any(" = 1" in p.mesh or "=1" in p.mesh for p in plans)  # a size-1 axis
     assert {p.precision for p in plans} == {"f32", "bf16"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ...ops.catalog import CATALOG
 from ...ops.comm import COMMS
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
+from ...ops.sbp import Sbp
 from ...ops.types import TensorT
 from ..boundaries import param_carriers, stage_boundaries
 from ..gathered import gathered_params
@@ -98,6 +99,7 @@ class Emitter:
         self.synced = step_syncs(self.graph)  # grad_all_reduce result -> its operand
         self.gathers = gathered_params(self.graph, plan.spec.train.precision)
         self.inner_gathers = {n for g in self.gathers.values() for n in g.inner}
+        self.context_axis = plan.spec.parallel.context_parallel
 
     # ---- shapes
     def splits(self, name: str) -> list[tuple[str, int]]:
@@ -210,9 +212,9 @@ class Emitter:
             i = j
         code.params = [self.param_code(p) for p in used_params]
         text = "\n".join(code.lines)
-        code.imports = [name for name in ("torch", "F", "C", "K", "causal_attention",
+        code.imports = [name for name in ("torch", "F", "C", "K", "Z", "causal_attention",
                                           "causal_softmax", "counted", "dropout", "rope",
-                                          "checkpoint", "kernels")
+                                          "ring_attention", "checkpoint", "kernels")
                         if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
     def free_gathered(self, items: list[_Item]) -> list[_Item]:
@@ -295,7 +297,10 @@ class Emitter:
             extra = {"all_gather": gather, "reduce_scatter": f", dim={dst.dim}",
                      "slice": f", dim={dst.dim}", "to_partial": f", dim={src.dim}",
                      "all_to_all": f", src={src.dim}, dst={dst.dim}"}.get(op.kind, "")
-            return f"{outs} = C.{op.kind}({args[0]}, {group}{extra}){comment}"
+            expr = f"C.{op.kind}({args[0]}, {group}{extra})"
+            if axis == self.context_axis:
+                expr = context_comm(op.kind, args[0], group, src, dst, g.axis_size(axis), extra)
+            return f"{outs} = {expr}{comment}"
         ins = [g.values[i].type for i in op.inputs]
         attrs = CATALOG[op.kind].full_attrs(op.attrs)
         if op.kind == "reshape":
@@ -303,6 +308,9 @@ class Emitter:
         expr = None
         if op.kind == "dropout":
             return f"{outs} = {self.dropout(op, args[0], attrs)}{comment}"
+        ring = self.context_lowering(op, args, attrs)
+        if ring is not None:
+            return f"{outs} = {ring}{comment}"
         vocab = self.vocab_groups(op)
         masked = op.kind == "cross_entropy" and attrs["ignore_index"] >= 0
         if masked:
@@ -328,13 +336,32 @@ class Emitter:
             expr = f"({expr}) / {factor}"
         return f"{outs} = {expr}{comment}"
 
+    def context_lowering(self, op: Op, args: list[str], attrs: dict) -> str | None:
+        """Attention and rope split by sequence over the context-parallel axis: the ring, and
+        rotation by the global positions of the rank's share (runtime/zigzag.py)."""
+        axis = self.context_axis
+        if axis is None or op.kind not in ("causal_attention", "rope"):
+            return None
+        value = self.graph.values[op.inputs[0]]
+        seq_dim = value.type.rank - 2
+        if value.sbp is None or value.sbp.on(axis) != Sbp("S", seq_dim):
+            return None
+        group = f'self.groups["{axis}"]'
+        if op.kind == "causal_attention":
+            return f"ring_attention({args[0]}, {args[1]}, {args[2]}, {group})"
+        seq = value.type.shape[seq_dim].as_int()
+        return (f"rope({args[0]}, theta={attrs['theta']!r}, "
+                f"positions=Z.positions_in({seq}, {group}, {args[0]}.device))")
+
     def dropout(self, op: Op, x: str, attrs: dict) -> str:
         """Dropout with this rank's place in the whole tensor, so its mask is the slice of the
-        mask the single-process program draws (parc.runtime.functional.dropout)."""
+        mask the single-process program draws (parc.runtime.functional.dropout); a split on
+        the context-parallel axis is marked as the load-balanced layout."""
         value = self.graph.values[op.inputs[0]]
         shape = [d.subs({"batch": self.batch}).as_int() for d in value.type.shape]
-        splits = ", ".join(f'({dim}, self.groups["{axis}"])' for axis, dim in self.splits(
-            op.inputs[0]))
+        splits = ", ".join(f'({dim}, self.groups["{axis}"]'
+                           + (", True)" if axis == self.context_axis else ")")
+                           for axis, dim in self.splits(op.inputs[0]))
         key = zlib.crc32(f"{op.scope}:{op.outputs[0]}".encode())
         return (f"dropout({x}, p={attrs['p']!r}, key={key}, seed={self.plan.spec.train.seed}, "
                 f"shape={tuple(shape)}, splits=[{splits}])")
@@ -371,6 +398,22 @@ class Emitter:
             if out.on(axis).kind == "P" and first.on(axis).kind == "S":
                 factor *= self.graph.axis_size(axis)
         return factor
+
+
+def context_comm(kind: str, x: str, group: str, src, dst, size: int, extra: str) -> str:
+    """A conversion on the context-parallel axis, whose splits are the load-balanced layout:
+    the plain collective on the tensor with its chunks reordered (runtime/zigzag.py), so that
+    every rank's two chunks lie side by side in rank order."""
+    if kind == "slice":
+        return f"Z.take_in({x}, {group}, {dst.dim})"
+    if kind == "reduce_scatter":
+        return f"C.reduce_scatter(Z.order({x}, {dst.dim}, {size}), {group}{extra})"
+    if kind in ("all_gather", "to_partial"):
+        return f"Z.unorder(C.{kind}({x}, {group}{extra}), {src.dim}, {size})"
+    if kind == "all_to_all":
+        return (f"Z.unorder(C.all_to_all(Z.order({x}, {dst.dim}, {size}), {group}{extra}), "
+                f"{src.dim}, {size})")
+    return f"C.{kind}({x}, {group}{extra})"  # no split on either side
 
 
 def dtype_name(t: TensorT) -> str:

@@ -19,3 +19,4 @@ class PassContext:
     hardware: HardwareSpec = GENERIC_HARDWARE
     precision: str = "f32"
     sequence_parallel: str | None = None  # the tensor-parallel axis that also splits the sequence
+    context_parallel: str | None = None  # the axis that splits the sequence, ring attention

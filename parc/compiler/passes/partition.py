@@ -134,6 +134,7 @@ def build_units(graph: Graph, cost: CostModel, vocab: VocabLayers | None = None)
             unit.deferred_bytes += cost.local_bytes(op.outputs[0])
         unit.step += t.step
         unit.flops += t.flops
+        unit.comm_bytes += cost.ring_traffic(op)  # ring attention's p2p over its axis
         if op.kind in COMMS:
             moved = cost.comm_bytes(op)
             if op.outputs[0] in cost.step_synced:

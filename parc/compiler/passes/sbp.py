@@ -24,7 +24,7 @@ from ...ops.catalog import CATALOG
 from ...ops.comm import COMMS, backward_bytes, boxing_kind, forward_bytes
 from ...ops.costs import nbytes, op_cost
 from ...ops.sbp import NdSbp, Sbp
-from ...ops.signatures import Signature, signatures
+from ...ops.signatures import Signature, context_signatures, signatures
 from ..ir import Graph, Op, Value
 from ..links import axis_link
 from .context import PassContext
@@ -68,6 +68,7 @@ class _AxisChooser:
         self.bandwidth, self.latency = axis_link(graph.mesh, hw, axis)
         self.later_flops = later_flops  # FLOPs of every op after each op
         self.sequence = axis == context.sequence_parallel
+        self.context = axis == context.context_parallel
 
     def local_dim(self, name: str, dim: int, earlier: list[tuple[str, Sbp]]) -> int | None:
         size = self.types[name].shape[dim].as_int()
@@ -81,7 +82,8 @@ class _AxisChooser:
         for name, sbp, before in zip(names, sbps, earlier):
             if sbp.kind == "S":
                 size = self.local_dim(name, sbp.dim, before)
-                if size is None or size % self.n:
+                # the context axis cuts a dim into 2n chunks (the causal load balance)
+                if size is None or size % (2 * self.n if self.context else self.n):
                     return False
         return True
 
@@ -110,14 +112,19 @@ class _AxisChooser:
         spec = CATALOG[op.kind]
         attrs = spec.full_attrs(op.attrs)
         in_earlier = [self.assigned.get(i, []) for i in op.inputs]
+        every = signatures(op.kind, ins, outs, attrs)
+        if self.context:
+            every = every + context_signatures(op.kind, ins)
         candidates = [
-            sig for sig in signatures(op.kind, ins, outs, attrs)
+            sig for sig in every
             if self.fits(op.inputs, sig[0], in_earlier)
             and self.fits(op.outputs, sig[1], out_earlier)]
         assert candidates, f"{op.kind} has no signature on {self.axis}"
         split: list[Signature] = []
         if self.sequence:
             candidates, split = self.sequence_split(op, current, candidates)
+        if self.context:
+            candidates = self.context_split(op, candidates)
         out_sizes = [nbytes(t) / self.ways(e) for t, e in zip(outs, out_earlier)]
         exact = [sig for sig in candidates if list(sig[0]) == current]
         if exact:
@@ -155,6 +162,18 @@ class _AxisChooser:
                           if not any(sig[1][k].kind in "BP" for k in streams)]
         return candidates, split
 
+    def context_split(self, op: Op, candidates: list[Signature]) -> list[Signature]:
+        """Context parallelism on this axis: every batched float result is split by its
+        sequence dim wherever a signature allows it (the whole model runs on the rank's
+        share of the sequence; attention by ring)."""
+        dims = [(k, sequence_dim(self.graph.values[name].type))
+                for k, name in enumerate(op.outputs)]
+        dims = [(k, d) for k, d in dims if d is not None]
+        if not dims:
+            return candidates
+        split = [sig for sig in candidates if all(sig[1][k] == Sbp("S", d) for k, d in dims)]
+        return split or candidates
+
     def weight(self, name: str) -> bool:
         """A value with no batch dim: a parameter or what is made of parameters alone."""
         return not any(_batched(d) for d in self.graph.values[name].type.shape)
@@ -181,6 +200,14 @@ class _AxisChooser:
 
 
 SEQUENCE = Sbp("S", 1)  # the sequence dim of a [batch, seq, width] value
+
+
+def sequence_dim(t) -> int | None:
+    """The sequence dim of a batched float activation: [batch, seq, width] or split into
+    heads, [batch, heads, seq, head_dim]."""
+    if not (t.is_float and t.rank in (3, 4) and _batched(t.shape[0])):
+        return None
+    return t.rank - 2
 
 
 def _batched(dim) -> bool:
