@@ -216,6 +216,7 @@ class ParallelSpec:
     kernels: str | None = None  # "triton" or "torch"; None: Triton on CUDA, torch on CPU
     compile: bool = False  # each stage module runs under torch.compile
     sequence_parallel: str | None = None  # the axis that splits the sequence between TP regions
+    auto_sbp: tuple[str, ...] = ()  # parameters `auto` leaves to the sbp search (their `sbp`: B)
 
     @property
     def kernel_backend(self) -> str:

@@ -19,3 +19,4 @@ class PassContext:
     hardware: HardwareSpec = GENERIC_HARDWARE
     precision: str = "f32"
     sequence_parallel: str | None = None  # the tensor-parallel axis that also splits the sequence
+    auto_sbp: tuple[str, ...] = ()  # parameters whose layouts the sbp search chooses
