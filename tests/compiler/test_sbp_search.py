@@ -10,7 +10,12 @@ import pytest
 from parc.compiler.passes import lower
 from parc.dsl.check import check_text
 from parc.dsl.diagnostics import ParcError
-from tests.contract.odd_names import megatron_gpt
+from parc.compiler.auto_tp import layout
+from parc.compiler.passes.context import PassContext
+from parc.compiler.passes.elaborate import elaborate
+from parc.compiler.passes.sbp_search import search
+from parc.compiler.passes.shapes import shapes
+from tests.contract.odd_names import THING, THING_MEGATRON, megatron_gpt, megatron_llama
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +39,43 @@ def test_auto_picks_megatron_on_gpt2_small_quickly():
     assert time.perf_counter() - start < 10
     assert _split_on_tp(graph) == megatron_gpt(12)
     assert all(graph.values[p.name].sbp.on("dp").kind == "B" for p in graph.params)
+
+
+H100 = "hardware node = std.hw.h100_node(nodes = 1)"
+AUTO = "parallel on node {\n  mesh (dp = 4, tp = 2)\n  sbp {\n    %s: S(0)@dp\n    *: auto\n  }\n}"
+
+
+def _sized(text: str, hardware: str, sizes: tuple[str, str], batch: tuple[str, str],
+           inputs: str) -> str:
+    """A tiny model at a size where tensor parallelism pays, on an H100 node, `*: auto`."""
+    text = re.sub(hardware, H100, text).replace(*sizes).replace(*batch)
+    return re.sub(r"parallel on \w+ \{( auto \}|.*?\n\})", AUTO % inputs, text, flags=re.S)
+
+
+LLAMA = _sized((ROOT / "examples/llama_tiny.par").read_text(), r"hardware cpu4 = .*",
+               ("vocab = 64, d = 32, heads = 4, kv_heads = 2, hidden = 64, layers = 4, seq = 16",
+                "vocab = 32000, d = 1024, heads = 16, kv_heads = 8, hidden = 2816, layers = 4, "
+                "seq = 1024"), ("batch 16; microbatches 4", "batch 256; microbatches 8"),
+               "tokens, targets")
+ODD = _sized(THING, r"hardware hw = .*",
+             ("vocab = 64, d = 32, n_h = 4, wide = 48, depth = 2, seq = 8",
+              "vocab = 32000, d = 1024, n_h = 16, wide = 2816, depth = 2, seq = 1024"),
+             ("batch 8; microbatches 2", "batch 256; microbatches 8"), "ids, nxt")
+
+
+@pytest.mark.parametrize("text, want", [(LLAMA, megatron_llama(4)), (ODD, THING_MEGATRON)],
+                         ids=["llama", "odd_names"])
+def test_auto_picks_megatron_on_llama_and_odd_names(text: str, want: dict[str, str]):
+    spec = check_text(text, "model.par")
+    graph = shapes(elaborate(spec))
+    context = PassContext(hardware=spec.parallel.hardware, precision=spec.train.precision)
+    result = search(graph, context, spec.parallel.auto_sbp)
+    (tp,) = result.axes
+    got = {name: str(sbp) for name, sbp in tp.layouts.items() if sbp.kind != "B"}
+    assert got == want
+    structural = layout(graph, 2).splits  # tune's graph-derived layout agrees
+    assert {name: f"S({dim})" for name, dim in structural.items()} == got
+    assert result.seconds < 5
 
 
 def test_annotated_parameters_keep_their_rule():
