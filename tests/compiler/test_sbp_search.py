@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from parc.compiler.passes import lower
-from parc.dsl.check import check_text
-from parc.dsl.diagnostics import ParcError
 from parc.compiler.auto_tp import layout
+from parc.compiler.passes import lower
 from parc.compiler.passes.context import PassContext
 from parc.compiler.passes.elaborate import elaborate
 from parc.compiler.passes.sbp_search import search
 from parc.compiler.passes.shapes import shapes
+from parc.dsl.check import check_text
+from parc.dsl.diagnostics import ParcError
 from tests.contract.odd_names import THING, THING_MEGATRON, megatron_gpt, megatron_llama
 
 ROOT = Path(__file__).resolve().parents[2]

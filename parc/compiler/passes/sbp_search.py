@@ -16,6 +16,7 @@ chosen, as from annotations.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ...ops.catalog import CATALOG
@@ -208,7 +209,8 @@ def batch_axes(graph: Graph) -> tuple[str, ...]:
 def search(graph: Graph, context: PassContext, auto: tuple[str, ...],
            explain: bool = False) -> SearchResult:
     """The cheapest layouts of the `auto` parameters on each axis the batch is not split over;
-    with `explain`, also the best plan with each parameter forced to each other layout."""
+    with `explain`, also the best plan with each parameter forced to each other layout (the
+    first of the parameters that differ only by a layer index)."""
     import time
 
     start = time.perf_counter()
@@ -226,7 +228,9 @@ def search(graph: Graph, context: PassContext, auto: tuple[str, ...],
         best = chooser.search(seeds, {})
         results.append(best)
         if explain:
-            for name, chosen in best.layouts.items():
+            firsts = {re.sub(r"\[\d+\]", "[*]", name): name for name in reversed(best.layouts)}
+            for name in firsts.values():
+                chosen = best.layouts[name]
                 for other in _alternatives(graph, name, chosen, chooser):
                     try:
                         forced[(axis, name, str(other))] = chooser.search(seeds, {name: other})
