@@ -79,11 +79,12 @@ def test_auto_picks_megatron_on_llama_and_odd_names(text: str, want: dict[str, s
 
 
 def test_annotated_parameters_keep_their_rule():
-    spec = check_text(_gpt2_auto("tokens, targets: S(0)@dp\n    block[*].mlp.*: B\n"
+    spec = check_text(_gpt2_auto("tokens, targets: S(0)@dp\n    block[*].attn.*: B\n"
                                  "    *: auto"), "gpt2.par")
+    assert not any(".attn." in name for name in spec.parallel.auto_sbp)
+    assert "block[0].mlp.fc1.w" in spec.parallel.auto_sbp
     split = _split_on_tp(lower(spec, "sbp"))
-    assert not any(".mlp." in name for name in split)
-    assert split["block[0].attn.q.w"] == "S(1)"
+    assert not any(".attn." in name for name in split)
 
 
 @pytest.mark.parametrize("rules, code, line", [

@@ -16,6 +16,7 @@ chosen, as from annotations.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from ..links import axis_link
 from .context import PassContext
 from .sbp import _flops, _Types
 
-BEAM = 16
+BEAM = 32
 ADAM_BYTES = 4  # a parameter's f32 copy, gradient and two moments, per byte of it
 
 
@@ -83,17 +84,20 @@ class _Axis:
             last[name] = len(graph.ops)
         self.last = last
 
+    @functools.cache  # noqa: B019 - one chooser per search, dropped with it
     def size(self, name: str) -> float:
         t = self.types[name]
         batched = any("batch" in str(d) for d in self.graph.values[name].type.shape)
         return nbytes(t) / (self.ways if batched else 1)
 
+    @functools.cache  # noqa: B019
     def fits(self, name: str, sbp: Sbp) -> bool:
         if sbp.kind != "S":
             return True
         size = self.types[name].shape[sbp.dim].as_int()
         return size is not None and size % self.n == 0
 
+    @functools.cache  # noqa: B019
     def transfer(self, kind: str | None, size: float, differentiable: bool) -> float:
         from ...ops.comm import COMMS, backward_bytes, forward_bytes
         from .sbp import BACKWARD_COLLECTIVE
@@ -114,13 +118,7 @@ class _Axis:
         # state key -> (cost, memory, live sbps, placed params, trail)
         states = {(): (0.0, 0.0, {k: v for k, v in seeds.items() if k in self.last}, {}, ())}
         for index, op in enumerate(self.graph.ops):
-            ins = [self.types[i] for i in op.inputs]
-            outs = [self.types[o] for o in op.outputs]
-            attrs = CATALOG[op.kind].full_attrs(op.attrs)
-            sigs = [s for s in signatures(op.kind, ins, outs, attrs)
-                    if all(self.fits(n, b) for n, b in zip(op.inputs, s[0]))
-                    and all(self.fits(n, b) for n, b in zip(op.outputs, s[1]))]
-            flops = _flops(self.types, op) / self.ways
+            sigs, flops = self.op_signatures(index)
             fresh: dict[tuple, tuple] = {}
             for cost, memory, live, placed, trail in states.values():
                 for sig_in, sig_out in sigs:
@@ -165,6 +163,18 @@ class _Axis:
                 comm[kind] = comm.get(kind, 0.0) + t
         return AxisResult(axis=self.axis, layouts=placed, total=total,
                           compute=sum(s.compute for s in steps), comm=comm, memory=memory)
+
+    @functools.cache  # noqa: B019
+    def op_signatures(self, index: int):
+        """The op's signatures that divide on this axis, and its FLOPs per batch shard."""
+        op = self.graph.ops[index]
+        ins = [self.types[i] for i in op.inputs]
+        outs = [self.types[o] for o in op.outputs]
+        attrs = CATALOG[op.kind].full_attrs(op.attrs)
+        sigs = [s for s in signatures(op.kind, ins, outs, attrs)
+                if all(self.fits(n, b) for n, b in zip(op.inputs, s[0]))
+                and all(self.fits(n, b) for n, b in zip(op.outputs, s[1]))]
+        return sigs, _flops(self.types, op) / self.ways
 
     def step(self, index, op, flops, live, placed, forced, sig_in, sig_out):
         comm: dict[str, float] = {}
