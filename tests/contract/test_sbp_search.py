@@ -1,7 +1,7 @@
 """The contract on plans the sbp search lays out: `*: auto` on the tiny GPT and LLaMA over
 dp = 2 x tp = 2 trains one step exactly as the single-process reference (one 4-process launch
-for both). The layouts chosen split something over tp (on the CPU's balance GPT's attention and
-MLP pairs, LLaMA's head), so the test checks the search's choices, not plain data
+for both). The layouts chosen split something over tp (on the CPU's balance GPT's MLP pairs,
+LLaMA's head), so the test checks the search's choices, not plain data
 parallelism."""
 
 from pathlib import Path
