@@ -61,6 +61,22 @@ def ir(path: str | Path, after: str = "boxing", run: str | None = None,
     return lower(spec, after, verify)
 
 
+def sbp_search(path: str | Path, overrides: dict | None = None):
+    """The sbp search's choices for the spec's `auto` parameters, with each one's best
+    alternative (a SearchResult; None when no rule says `auto`)."""
+    from .compiler.passes.context import PassContext
+    from .compiler.passes.elaborate import elaborate
+    from .compiler.passes.sbp_search import search
+    from .compiler.passes.shapes import shapes
+
+    spec = check(path, overrides)
+    if spec.parallel is None or not spec.parallel.auto_sbp:
+        return None
+    context = PassContext(hardware=spec.parallel.hardware, precision=spec.train.precision,
+                          sequence_parallel=spec.parallel.sequence_parallel)
+    return search(shapes(elaborate(spec)), context, spec.parallel.auto_sbp, explain=True)
+
+
 def plan(path: str | Path, overrides: dict | None = None) -> Plan:
     """Check, lower, partition, schedule and simulate a spec."""
     return plan_of(check(path, overrides))

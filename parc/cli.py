@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("--summary", action="store_true",
                     help="a table of ops, parameters, FLOPs and communication per layer")
     ir.add_argument("--verify", action="store_true", help="verify the IR after every pass")
+    ir.add_argument("--explain-sbp", action="store_true",
+                    help="why the sbp search placed each `auto` parameter as it did")
     ir.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a model parameter")
     plan = sub.add_parser("plan", help="stages, predicted times and memory per rank")
@@ -304,6 +306,15 @@ def _cmd_schedule(args) -> int:
 
 
 def _cmd_ir(args) -> int:
+    if args.explain_sbp:
+        from .compiler.sbp_explain import explain_lines
+
+        result = api.sbp_search(args.file, api.parse_overrides(args.set))
+        if result is None:
+            print("no `auto` rule: every layout is annotated (or B)")
+            return 0
+        print("\n".join(explain_lines(result)))
+        return 0
     graph = api.ir(args.file, after=args.after, run=args.run, verify=args.verify,
                    overrides=api.parse_overrides(args.set))
     if args.json:

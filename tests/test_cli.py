@@ -125,3 +125,21 @@ def test_an_output_that_cannot_be_written_is_a_diagnostic(in_root, capsys, tmp_p
     assert main(["schedule", "examples/gpt_tiny.par", "--trace",
                  str(tmp_path / "afile" / "t.json")]) == 1
     assert "error[E397]: cannot write" in capsys.readouterr().err
+
+
+def test_ir_explain_sbp_says_why_each_auto_parameter(in_root, tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    text = Path("examples/gpt_tp.par").read_text().replace("layers = 4", "layers = 1")
+    text = re.sub(r"sbp \{.*?\n  \}", "sbp {\n    tokens, targets: S(0)@dp\n    *: auto\n  }",
+                  text, flags=re.S)
+    spec = tmp_path / "auto.par"
+    spec.write_text(text)
+    assert main(["ir", str(spec), "--explain-sbp"]) == 0
+    out = capsys.readouterr().out
+    assert "batch split over dp" in out and "tp: best plan" in out
+    line = next(x for x in out.splitlines() if "block[0].mlp.fc1.w" in x)
+    assert re.search(r"S\(1\)@tp: [\d.]+ ms vs B [\d.]+ ms \(compute \+", line), line
+    assert main(["ir", "examples/gpt_tp.par", "--explain-sbp"]) == 0
+    assert "no `auto` rule" in capsys.readouterr().out

@@ -265,7 +265,7 @@ class Train:
 
 @dataclass(frozen=True)
 class SbpEntry:
-    kind: str  # "S", "B" or "P"
+    kind: str  # "S", "B", "P" or "auto" (the sbp search chooses)
     dim: int | None
     axis: str | None  # None: every non-pipeline axis
     span: Span | None = _span()

@@ -86,6 +86,7 @@ class ParallelChecker:
         self.err = err
         self.def_names = def_names
         self.ok = True
+        self.auto_sbp: tuple[str, ...] = ()  # parameters an `auto` rule matched
 
     def fail(self, *args, **kwargs) -> None:
         self.ok = False
@@ -149,6 +150,10 @@ class ParallelChecker:
         context = settings.get("context_parallel")
         if context is not None:
             check_context_axis(self, context, mesh, sbp, sequence, spans["context_parallel"])
+            if self.auto_sbp:  # the search would split weights on the axis, which stay whole
+                self.fail("E317", f"`auto` SBP rules cannot be combined with `context_parallel "
+                          f"{context}`", spans["context_parallel"],
+                          help="give the parameters' SBP, or leave out `context_parallel`")
         vocab = settings.get("vocab_parallel")
         if vocab is not None and schedule is not None:
             why = vocab_conflict(vocab, mesh, schedule.name, recompute, sequence)
@@ -164,7 +169,8 @@ class ParallelChecker:
         return ParallelSpec(self.hw, mesh, sbp, stages, schedule, recompute, self.node.span,
                             kernels=settings.get("kernels"), compile=compiled,
                             sequence_parallel=sequence, vocab_parallel=vocab,
-                            vocab_span=spans.get("vocab_parallel"), context_parallel=context)
+                            vocab_span=spans.get("vocab_parallel"), context_parallel=context,
+                            auto_sbp=self.auto_sbp)
 
     def sequence_axis(self, axis: str, mesh, sbp: dict[str, NdSbp] | None, span) -> None:
         """`sequence_parallel AXIS`: a mesh axis other than the pipeline's, on which the model
@@ -357,11 +363,23 @@ class ParallelChecker:
         named += [(p.name, p.type) for p in self.model.params]
         chosen: dict[str, tuple[ast.SbpRule, tuple[Sbp, ...]]] = {}
         exact: dict[str, ast.SbpRule] = {}
+        inputs = {i.name for i in self.model.inputs}
+        auto: list[str] = []
         for rule in rules:
             per_axis = self.rule_entries(rule, axes)
+            is_auto = any(e.kind == "auto" for e in rule.entries)
             for pattern in rule.patterns:
                 regex = glob_regex(pattern)
                 matches = [n for n, _ in named if regex.match(n)]
+                if is_auto and per_axis is not None:
+                    given = [n for n in matches if n in inputs and n not in chosen]
+                    if "*" not in pattern and given:
+                        self.fail("E317", f"`{pattern}: auto`: `{given[0]}` is an input; the "
+                                  "search chooses parameters' layouts, inputs' are given",
+                                  rule.span, help=f"give `{given[0]}` an SBP, e.g. S(0)@dp")
+                    # a glob's inputs stay whole (B), as with no rule
+                    matches = [n for n in matches if n not in inputs]
+                    auto += [n for n in matches if n not in chosen]
                 if not matches and pattern != "*":
                     guess = closest(pattern, [n for n, _ in named])
                     self.fail("E316", f"`{pattern}` matches no input or parameter", rule.span,
@@ -395,10 +413,18 @@ class ParallelChecker:
             suffix = f" (and {more} more name{'s' * (more != 1)} this rule matches)" if more else ""
             self.fail(code, message + suffix, rule.span)
         self.batch_split(batch_splits, sizes)
+        self.auto_sbp = tuple(n for n, _ in named if n in set(auto))
         return out
 
     def rule_entries(self, rule: ast.SbpRule, axes: list[str]) -> tuple[Sbp, ...] | None:
         given: dict[str, Sbp] = {}
+        if any(e.kind == "auto" for e in rule.entries):
+            if len(rule.entries) > 1:
+                self.fail("E317", "`auto` stands alone: the search chooses the layout on "
+                          "every axis the batch is not split over", rule.span,
+                          help="give the SBP or `auto`, not both")
+                return None
+            return tuple(BROADCAST for _ in axes)  # until the search chooses
         for entry in rule.entries:
             if entry.axis == PIPELINE_AXIS:
                 self.fail("E311", f"`{entry}`: the pipeline axis `pp` carries no SBP; stages "

@@ -189,6 +189,9 @@ class _Builder(Transformer):
         _, axis = children
         return ast.SbpEntry("P", None, str(axis) if axis else None, self._span(meta))
 
+    def sbp_auto(self, meta, children):
+        return ast.SbpEntry("auto", None, None, self._span(meta))
+
     def parallel_auto(self, meta, children):
         return ast.ParallelAuto(self._span(meta))
 

@@ -221,6 +221,7 @@ class ParallelSpec:
     vocab_parallel: str | None = None
     vocab_span: Span | None = _span()  # the setting's line, for the plan's refusals
     context_parallel: str | None = None  # the axis that splits the sequence, attention by ring
+    auto_sbp: tuple[str, ...] = ()  # parameters `auto` leaves to the sbp search (their `sbp`: B)
 
     @property
     def kernel_backend(self) -> str:

@@ -106,7 +106,8 @@ def test_several_syntax_errors_in_one_run():
     ("model m {\n  x =\n}\n", "expected an expression, found `}`"),
     ("model m {\n  def f() { }\n}\n", "`def` belongs at the top level, not inside `model m` "
      "opened at 1:9"),
-    ("parallel on h { sbp { x: Split(0) } }", "expected `B`, `P` or `S(dim)`, found name `Split`"),
+    ("parallel on h { sbp { x: Split(0) } }",
+     "expected `B`, `P`, `S(dim)` or `auto`, found name `Split`"),
 ])
 def test_syntax_errors_in_words(text, message):
     with pytest.raises(ParcError) as exc:

@@ -45,6 +45,7 @@ def lower(spec: Spec, after: str = "boxing", verify: bool = False) -> Graph:
     upto = PASS_NAMES.index(after)
     context = PassContext(hardware=spec.parallel.hardware, precision=spec.train.precision,
                           sequence_parallel=spec.parallel.sequence_parallel,
-                          context_parallel=spec.parallel.context_parallel) \
+                          context_parallel=spec.parallel.context_parallel,
+                          auto_sbp=spec.parallel.auto_sbp) \
         if spec.parallel is not None and spec.train is not None else None
     return run_passes(graph, PASS_NAMES[1:upto + 1], verify, context)

@@ -20,3 +20,4 @@ class PassContext:
     precision: str = "f32"
     sequence_parallel: str | None = None  # the tensor-parallel axis that also splits the sequence
     context_parallel: str | None = None  # the axis that splits the sequence, ring attention
+    auto_sbp: tuple[str, ...] = ()  # parameters whose layouts the sbp search chooses

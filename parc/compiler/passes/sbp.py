@@ -228,6 +228,10 @@ def sbp(graph: Graph, context: PassContext | None = None) -> Graph:
     axes = graph.sbp_axes
     if not axes:
         return graph  # a pure pipeline: every tensor is whole on its stage
+    if context.auto_sbp:
+        from .sbp_search import apply, search
+
+        graph = apply(graph, search(graph, context, context.auto_sbp))
     seeds = list(graph.inputs) + [p.name for p in graph.params]
     assigned: dict[str, list[tuple[str, Sbp]]] = {}
     for name in seeds:
