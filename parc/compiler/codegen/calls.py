@@ -361,7 +361,8 @@ def _make(base: str, segs: list[Segment], has_gathers: bool) -> list[str]:
             parts.append(f'{{{a}: {run[0].cls}(groups, "{base}[{a}]"{g})}}')
         else:
             step = run[1].gather_first - run[0].gather_first
-            g = f", gather={run[0].gather_first} + {step} * (i - {a})" if has_gathers else ""
+            at = "i" if a == 0 else f"(i - {a})"
+            g = f", gather={run[0].gather_first} + {step} * {at}" if has_gathers else ""
             parts.append(f'{{i: {run[0].cls}(groups, f"{base}[{{i}}]"{g}) '
                          f"for i in range({_range(a, b + 1)})}}")
     return [f"self.{base} = Calls("] + [f"    {p}," for p in parts] + [")"]
