@@ -188,7 +188,7 @@ def fold(em: Emitter, code: StageCode, items: list[_Item], later: set[str]) -> b
                                  has_gathers)
     if any(synced_of.values()):
         code.init_lines.append('self.STEP_SYNC = self.STEP_SYNC + nested(self, "STEP_SYNC")')
-    code.lines = _forward(segments)
+    code.lines = _forward(segments, {em.operand(n) for n in later})
     code.inline_params = inline
     code.step_sync = [(attr(name), axis) for name, axis in code.synced if name not in owner]
     code.gathered = [(attr(name), steps, dtype) for name, steps, dtype in gathered[:inline_count]]
@@ -368,8 +368,9 @@ def _make(base: str, segs: list[Segment], has_gathers: bool) -> list[str]:
     return [f"self.{base} = Calls("] + [f"    {p}," for p in parts] + [")"]
 
 
-def _forward(segments: list[Segment]) -> list[str]:
-    """The stage's forward: its own lines, and a call or a loop for each run of calls."""
+def _forward(segments: list[Segment], later: set[str]) -> list[str]:
+    """The stage's forward: its own lines, and a call or a loop for each run of calls;
+    `later` are the variables the stage returns."""
     out: list[str] = []
     k = 0
     while k < len(segments):
@@ -382,7 +383,7 @@ def _forward(segments: list[Segment]) -> list[str]:
         carry = None
         while k + len(run) < len(segments):
             nxt = segments[k + len(run)]
-            pattern = _carried(run[-1], nxt, segments[k + len(run) + 1:])
+            pattern = _carried(run[-1], nxt, segments[k + len(run) + 1:], later)
             if nxt.call is None or nxt.cls != seg.cls or nxt.call[0] != seg.call[0] or \
                     nxt.call[1] != run[-1].call[1] + 1 or pattern is None or \
                     (carry is not None and pattern != carry):
@@ -394,7 +395,8 @@ def _forward(segments: list[Segment]) -> list[str]:
     return out
 
 
-def _carried(prev: Segment, nxt: Segment, rest: list[Segment]) -> tuple | None:
+def _carried(prev: Segment, nxt: Segment, rest: list[Segment],
+             later: set[str]) -> tuple | None:
     """How each input of `nxt` comes from `prev`: ("out", q) or ("same",); None where the two
     cannot be steps of one loop (an output used by someone else, an input made elsewhere)."""
     pattern = []
@@ -410,8 +412,8 @@ def _carried(prev: Segment, nxt: Segment, rest: list[Segment]) -> tuple | None:
     carried = sorted(w[1] for w in pattern if w[0] == "out")
     if carried != list(range(len(prev.outputs))):
         return None  # every output goes to the next call, and once
-    later = {v for s in rest for v in s.inputs}
-    if any(v in later for v in prev.outputs):
+    used = {v for s in rest for v in s.inputs} | later
+    if any(v in used for v in prev.outputs):
         return None
     return tuple(pattern)
 
