@@ -47,6 +47,18 @@ def spec_text(sbp: str, model: dict = MODEL, batch: int = BATCH,
                   f"{body}}}", text, flags=re.S)
 
 
+def gathered_weights(program_dir: Path, program: dict) -> int:
+    """The parameters the stages gather where they read them: their GATHERED entries (a
+    def's calls list theirs in their class; the stage's listing holds every instance's)."""
+    from parc.runtime.programs import sibling
+
+    total = 0
+    for stage in program["stages"]:
+        cls = getattr(sibling(str(program_dir / "main.py"), stage["module"]), stage["class"])
+        total += len(getattr(cls({axis: None for axis, _ in program["mesh"]}), "GATHERED", ()))
+    return total
+
+
 def measure(text: str, where: Path, steps: int) -> dict:
     """Train the spec with `parc run`; its predicted and measured peak bytes per rank."""
     where.mkdir(parents=True, exist_ok=True)
@@ -60,11 +72,11 @@ def measure(text: str, where: Path, steps: int) -> dict:
         raise RuntimeError(f"parc run failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     records = [json.loads(line) for line in
                (where / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    plan = json.loads(next((where / "run").rglob("plan.json")).read_text())
+    plan_path = next((where / "run").rglob("plan.json"))
+    plan = json.loads(plan_path.read_text())
     memory = plan["memory"][0]  # one pipeline rank: every dp rank holds the same
-    code = "".join(p.read_text() for p in (where / "run").rglob("stage_*.py"))
     return {"predicted": memory["total"], "predicted_parts": memory,
-            "gathered_weights": code.count("self.gathers.use("),
+            "gathered_weights": gathered_weights(plan_path.parent, plan["program"]),
             "measured": [max(r["peak_mem_bytes"][k] for r in records)
                          for k in range(len(records[-1]["peak_mem_bytes"]))]}
 

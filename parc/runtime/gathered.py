@@ -40,7 +40,7 @@ class Gathered:
 
     @property
     def param(self) -> torch.nn.Parameter:
-        return getattr(self.module, self.attr)
+        return self.module.get_parameter(self.attr)
 
     def launch(self) -> None:
         """Start gathering (the first axis asynchronously; the prefetch)."""

@@ -38,7 +38,7 @@ def build(program) -> torch.optim.Optimizer:
         module = program.modules.get(stage["index"])
         if module is not None:
             for p in stage["params"]:
-                (decayed if p.get("decay", True) else kept).append(getattr(module, p["attr"]))
+                (decayed if p.get("decay", True) else kept).append(module.get_parameter(p["attr"]))
     groups = [{"params": decayed, "weight_decay": spec["weight_decay"]},
               {"params": kept, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]] or [{"params": []}]

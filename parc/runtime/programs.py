@@ -72,7 +72,7 @@ class Program:
                         mine = shard(init_full(p["name"], tuple(p["shape"]),
                                                (p["init"][0], tuple(p["init"][1])), seed),
                                      splits)
-                    getattr(module, p["attr"]).copy_(mine)
+                    module.get_parameter(p["attr"]).copy_(mine)
             self.modules[stage["index"]] = module.to(self.device)
         self.data_splits = {name: self._splits(d["splits"])
                             for name, d in self.spec["inputs"].items()}
@@ -107,7 +107,7 @@ class Program:
             module = self.modules.get(stage["index"])
             if module is not None:
                 for p in stage["params"]:
-                    out.setdefault(p["name"], []).append(getattr(module, p["attr"]))
+                    out.setdefault(p["name"], []).append(module.get_parameter(p["attr"]))
         return out
 
     def named_shards(self) -> dict[str, tuple[torch.nn.Parameter, list]]:
@@ -119,6 +119,6 @@ class Program:
             if module is None:
                 continue
             for p in stage["params"]:
-                out.setdefault(p["name"], (getattr(module, p["attr"]),
+                out.setdefault(p["name"], (module.get_parameter(p["attr"]),
                                            self._splits(p["splits"])))
         return out

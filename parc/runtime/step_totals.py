@@ -40,7 +40,7 @@ def _counted_grads(program) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if module is None:
             continue
         for p in stage["params"]:
-            param = getattr(module, p["attr"])
+            param = module.get_parameter(p["attr"])
             if param.grad is None:
                 continue
             grads.append(param.grad)

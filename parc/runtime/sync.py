@@ -88,7 +88,7 @@ class GradientSync:
             for name, axis in module.STEP_SYNC:
                 if mesh is None or mesh.groups.get(axis) is None:
                     continue  # the reference, or an axis of one device
-                param = getattr(module, name)
+                param = module.get_parameter(name)
                 into = rest if id(param) in seen or name in gathered else firsts
                 seen.add(id(param))
                 into.setdefault(axis, []).append((stage, param))
@@ -160,7 +160,7 @@ def sum_copies(program) -> None:
             if module is not None:
                 attr = next(p["attr"] for p in program.spec["stages"][s]["params"]
                             if p["name"] == name)
-                copies.append(getattr(module, attr))
+                copies.append(module.get_parameter(attr))
         ranks = sorted({program.spec["stages"][s]["rank"] for s in stages_of[name]})
         group = copy_group(program, tuple(ranks)) if (
             mesh is not None and len(ranks) > 1) else None  # every rank makes the groups

@@ -7,7 +7,6 @@ inputs it reads, and one line of torch per op, with the communication written ou
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass, field
 
 from ...ops.catalog import CATALOG
@@ -15,6 +14,7 @@ from ...ops.comm import COMMS
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.sbp import Sbp
 from ...ops.types import TensorT
+from ...runtime.keys import dropout_key
 from ..boundaries import param_carriers, stage_boundaries
 from ..gathered import gathered_params
 from ..ir import Graph, Op
@@ -22,6 +22,7 @@ from ..passes.fuse import fuse, recompute_instance
 from ..peephole import linear_pairs
 from ..plan import Plan
 from ..step_sync import step_syncs
+from . import calls
 from . import fused as fused_kernels
 from .fused import FusedKernel
 
@@ -36,6 +37,7 @@ class _Item:
     instance: str | None  # the recomputed call instance it belongs to, if any
     reads: list[str]
     writes: list[str]
+    key: tuple[str, int] | None = None  # a dropout's (scope, ordinal): its mask's key
 
 
 @dataclass
@@ -61,15 +63,28 @@ class StageCode:
     loss: str | None = None
     lines: list[str] = field(default_factory=list)
     step_sync: list[tuple[str, str]] = field(default_factory=list)  # (param attr, axis)
-    # parameters gathered where they are read (ZeRO), in the order the forward reads them:
-    # (param attr, [(axis, dim, whole gradient)], dtype or None)
+    synced: list[tuple[str, str]] = field(default_factory=list)  # (param name, axis)
+    # parameters gathered where they are read (ZeRO), in the order the stage's GATHERED
+    # lists them: (param attr, [(axis, dim, whole gradient)], dtype or None); while the ops
+    # are emitted, the parameter's name in the forward's order
     gathered: list[tuple[str, list[tuple[str, int, bool]], str | None]] = field(
         default_factory=list)
     imports: list[str] = field(default_factory=list)
+    # the def calls run as module instances (codegen/calls.py): the classes' code, the
+    # parameters the stage itself declares, and the lines of __init__ that make the instances
+    classes: list[str] = field(default_factory=list)
+    inline_params: list[ParamCode] = field(default_factory=list)
+    init_lines: list[str] = field(default_factory=list)
+    nested_gathered: bool = False  # instances gather parameters: GATHERED lists theirs too
 
     @property
     def class_name(self) -> str:
         return f"Stage{self.index}"
+
+    @property
+    def layer_spans(self) -> list[str]:
+        """The layers, consecutive calls of one def as one span: embed, block[0..9]."""
+        return calls.spans(self.layers)
 
 
 def var(name: str) -> str:
@@ -77,6 +92,12 @@ def var(name: str) -> str:
     if name.isdigit():
         return f"t{name}"
     return attr(name)
+
+
+def below(scope: str, call: str) -> str:
+    """The part of a scope inside a call: block[3].attn.q in block[3] -> .attn.q."""
+    assert scope == call or scope.startswith((call + ".", call + "[")), (scope, call)
+    return scope[len(call):]
 
 
 def attr(name: str) -> str:
@@ -100,6 +121,11 @@ class Emitter:
         self.gathers = gathered_params(self.graph, plan.spec.train.precision)
         self.inner_gathers = {n for g in self.gathers.values() for n in g.inner}
         self.context_axis = plan.spec.parallel.context_parallel
+        self.dropout_place: dict[str, tuple[str, int]] = {}  # output -> (scope, ordinal)
+        for op in self.graph.ops:
+            if op.kind == "dropout":
+                ordinal = sum(1 for s, _ in self.dropout_place.values() if s == op.scope)
+                self.dropout_place[op.outputs[0]] = (op.scope, ordinal)
 
     # ---- shapes
     def splits(self, name: str) -> list[tuple[str, int]]:
@@ -196,26 +222,41 @@ class Emitter:
             if line is not None:
                 # a gathered parameter reads the module's shard, not its chain's values
                 reads = [] if op.outputs[0] in self.gathers else list(op.inputs)
-                items.append(_Item(line, op.scope, instance, reads, list(op.outputs)))
+                items.append(_Item(line, op.scope, instance, reads, list(op.outputs),
+                                   self.dropout_place.get(op.outputs[0])))
         later = {v["name"] for v in code.live_out} | {dict(self.graph.outputs).get("loss", "")}
         items = self.free_gathered(items)
+        code.params = [self.param_code(p) for p in used_params]
+        if not calls.fold(self, code, items, later):  # one module per def call, or flat
+            self.emit_body(code.lines, items, [], later)
+            code.inline_params = list(code.params)
+            code.step_sync = [(attr(name), axis) for name, axis in code.synced]
+            code.gathered = [(attr(name), steps, dtype) for name, steps, dtype in code.gathered]
+        text = "\n".join(code.lines + code.classes + code.init_lines)
+        if code.nested_gathered:
+            text += "\nnested( lend("
+        code.imports = [name for name in ("torch", "F", "C", "K", "Z", "causal_attention",
+                                          "causal_softmax", "counted", "dropout", "rope",
+                                          "ring_attention", "checkpoint", "kernels", "Calls",
+                                          "nested", "lend", "dropout_keys")
+                        if re.search(rf"(?<![\w.]){name}[.(]", text)]
+
+    def emit_body(self, out: list[str], items: list[_Item], after: list[_Item],
+                  later: set[str], call: str | None = None) -> None:
+        """The lines of `items` (those of the call `call`, scopes written below it), calls
+        under activation checkpointing as functions; `after` and `later` read what they make."""
         i = 0
         while i < len(items):
             instance = items[i].instance
             j = i + 1
-            while instance is not None and j < len(items) and items[j].instance == instance:
+            while j < len(items) and items[j].instance == instance:
                 j += 1
             if instance is None:
-                self.emit_lines(code.lines, items[i:j], "")
+                self.emit_lines(out, items[i:j], "", call=call)
             else:
-                self.emit_checkpoint(code, items[i:j], instance, items[j:], later)
+                self.emit_checkpoint(out, items[i:j], instance, items[j:] + after, later,
+                                     call)
             i = j
-        code.params = [self.param_code(p) for p in used_params]
-        text = "\n".join(code.lines)
-        code.imports = [name for name in ("torch", "F", "C", "K", "Z", "causal_attention",
-                                          "causal_softmax", "counted", "dropout", "rope",
-                                          "ring_attention", "checkpoint", "kernels")
-                        if re.search(rf"(?<![\w.]){name}[.(]", text)]
 
     def free_gathered(self, items: list[_Item]) -> list[_Item]:
         """A `del` after the last line that reads a gathered parameter: the whole tensor is
@@ -244,15 +285,21 @@ class Emitter:
 
     @staticmethod
     def emit_lines(out: list[str], items: list[_Item], indent: str,
-                   scope: str | None = None) -> None:
+                   scope: str | None = None, call: str | None = None) -> None:
+        """The items' lines, each scope written once before its lines; in a call's class,
+        only the scope one level below the call."""
         for item in items:
-            if item.scope != scope:
-                scope = item.scope
-                out.append(f"{indent}# {scope or '(model)'}")
+            shown = item.scope or "(model)"
+            if call is not None:
+                shown = below(item.scope, call).lstrip(".").split(".", 1)[0]
+            if shown != scope:
+                scope = shown
+                if shown:
+                    out.append(f"{indent}# {shown}")
             out.append(indent + item.line)
 
-    def emit_checkpoint(self, code: StageCode, items: list[_Item], instance: str,
-                        after: list[_Item], later: set[str]) -> None:
+    def emit_checkpoint(self, out: list[str], items: list[_Item], instance: str,
+                        after: list[_Item], later: set[str], call: str | None = None) -> None:
         """Lines of one call as a function run under activation checkpointing."""
         made = {o for item in items for o in item.writes}
         args: list[str] = []
@@ -263,13 +310,14 @@ class Emitter:
                     args.append(var(name))
         needed = {n for item in after for n in item.reads} | later
         results = [var(n) for item in items for n in item.writes if n in needed]
-        fn = attr(instance)
-        code.lines.append(f"# {instance}: recomputed in the backward pass")
-        code.lines.append(f"def {fn}({', '.join(args)}):")
-        self.emit_lines(code.lines, items, "    ")
-        code.lines.append(f"    return ({''.join(r + ', ' for r in results)})")
-        code.lines.append(f"({''.join(r + ', ' for r in results)}) = checkpoint("
-                          f"{fn}, {''.join(a + ', ' for a in args)}use_reentrant=False)")
+        fn = attr(instance) if call is None else (attr(below(instance, call)) or "body")
+        shown = instance if call is None else (below(instance, call).lstrip(".") or "the call")
+        out.append(f"# {shown}: recomputed in the backward pass")
+        out.append(f"def {fn}({', '.join(args)}):")
+        self.emit_lines(out, items, "    ", call=call)
+        out.append(f"    return ({''.join(r + ', ' for r in results)})")
+        out.append(f"({''.join(r + ', ' for r in results)}) = checkpoint("
+                   f"{fn}, {''.join(a + ', ' for a in args)}use_reentrant=False)")
 
     def line(self, code: StageCode, op: Op) -> str | None:
         g = self.graph
@@ -282,13 +330,13 @@ class Emitter:
             src = g.values[op.inputs[0]].sbp.on(axis)
             dst = g.values[op.outputs[0]].sbp.on(axis)
             if op.outputs[0] in self.synced:
-                code.step_sync.append((attr(self.carriers[op.outputs[0]]), axis))
+                code.synced.append((self.carriers[op.outputs[0]], axis))
                 return None
             if op.outputs[0] in self.inner_gathers:
                 return None  # gathered with the rest of its chain, below
             if op.outputs[0] in self.gathers:
                 g = self.gathers[op.outputs[0]]
-                code.gathered.append((attr(g.param), [list(s) for s in g.steps], g.dtype))
+                code.gathered.append((g.param, [list(s) for s in g.steps], g.dtype))
                 axes = " then ".join(a for a, _, _ in g.steps)
                 return (f"{outs} = self.gathers.use({len(code.gathered) - 1})  # {g.param} "
                         f"gathered over {axes}{', in bf16' if g.dtype else ''}")
@@ -362,7 +410,7 @@ class Emitter:
         splits = ", ".join(f'({dim}, self.groups["{axis}"]'
                            + (", True)" if axis == self.context_axis else ")")
                            for axis, dim in self.splits(op.inputs[0]))
-        key = zlib.crc32(f"{op.scope}:{op.outputs[0]}".encode())
+        key = dropout_key(*self.dropout_place[op.outputs[0]])
         return (f"dropout({x}, p={attrs['p']!r}, key={key}, seed={self.plan.spec.train.seed}, "
                 f"shape={tuple(shape)}, splits=[{splits}])")
 

@@ -57,8 +57,9 @@ def stage_text(directory: Path) -> str:
 ])
 def test_the_kernel_only_on_cuda_with_the_triton_kernels(tmp_path, device, kernels, kernel):
     stages = stage_text(program(tmp_path, device, kernels))
-    assert stages.count("K.causal_attention(") == (2 if kernel else 0)
-    assert len(re.findall(r"(?<![\w.])causal_attention\(", stages)) == (0 if kernel else 2)
+    # each call's attention is one line of its class (calls of one class share it)
+    assert (stages.count("K.causal_attention(") > 0) == kernel
+    assert (len(re.findall(r"(?<![\w.])causal_attention\(", stages)) > 0) == (not kernel)
     if kernels == "triton":
         assert "K.rms_norm(" in stages or "kernels.fused_" in stages
 
