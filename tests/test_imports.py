@@ -1,5 +1,6 @@
 """parc's modules import one another without a cycle, counting the imports written inside
-functions (which would otherwise hide one), and the layers point one way: the op catalog
+functions (which would otherwise hide one; those under `if TYPE_CHECKING:`, for annotations
+alone, are never run), and the layers point one way: the op catalog
 imports nothing of parc, the language nothing of the compiler or runtime, the compiler
 nothing of the runtime."""
 
@@ -23,7 +24,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The parc modules `name` imports anywhere in its file."""
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and
+                   ast.unparse(block.test) == "TYPE_CHECKING" for n in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # for annotations alone: never run
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -25,6 +25,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .emit import Emitter, StageCode, _Item
 
+def below(scope: str, call: str) -> str:
+    """The part of a scope inside a call: block[3].attn.q in block[3] -> .attn.q."""
+    assert scope == call or scope.startswith((call + ".", call + "[")), (scope, call)
+    return scope[len(call):]
+
+
+def attr(name: str) -> str:
+    """A Python attribute for a scoped parameter name: block[3].attn.q.w -> block_3_attn_q_w."""
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name)).strip("_")
+
+
 CALL = re.compile(r"([A-Za-z_]\w*)\[(\d+)\](?=[.\[]|$)")
 USE = re.compile(r"self\.gathers\.use\((\d+)\)")
 KEY = re.compile(r"key=(\d+)")
@@ -61,8 +72,6 @@ def scope_of(call: tuple[str, int]) -> str:
 
 
 def fold(em: Emitter, code: StageCode, items: list[_Item], later: set[str]) -> bool:
-    from .emit import attr, below
-
     segments: list[Segment] = []
     for item in items:
         c = call_of(item.scope)
@@ -247,7 +256,6 @@ def _rename(seg: Segment, em: Emitter, owner: dict, slot: dict, by_attr: dict, a
 
 
 def _below_key(key: tuple[str, int], call: str) -> tuple[str, int]:
-    from .emit import below
     return below(key[0], call), key[1]
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from ...ops.catalog import CATALOG
 from ...ops.comm import COMMS
+from ...ops.keys import dropout_key
 from ...ops.lowering import TORCH_DTYPES, torch_lowering, triton_lowering
 from ...ops.sbp import Sbp
 from ...ops.types import TensorT
-from ...runtime.keys import dropout_key
 from ..boundaries import param_carriers, stage_boundaries
 from ..gathered import gathered_params
 from ..ir import Graph, Op
@@ -24,6 +24,7 @@ from ..plan import Plan
 from ..step_sync import step_syncs
 from . import calls
 from . import fused as fused_kernels
+from .calls import attr, below
 from .fused import FusedKernel
 
 REDUCTIONS = {"cross_entropy", "mean"}  # a local mean over a shard is 1/n of a partial sum
@@ -92,17 +93,6 @@ def var(name: str) -> str:
     if name.isdigit():
         return f"t{name}"
     return attr(name)
-
-
-def below(scope: str, call: str) -> str:
-    """The part of a scope inside a call: block[3].attn.q in block[3] -> .attn.q."""
-    assert scope == call or scope.startswith((call + ".", call + "[")), (scope, call)
-    return scope[len(call):]
-
-
-def attr(name: str) -> str:
-    """A Python attribute for a scoped parameter name: block[3].attn.q.w -> block_3_attn_q_w."""
-    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name)).strip("_")
 
 
 class Emitter:

@@ -21,44 +21,20 @@ gathered, and the norms, dropouts and residual adds between them run on 1/n of t
 from __future__ import annotations
 
 from ...ops.catalog import CATALOG
-from ...ops.comm import COMMS, backward_bytes, boxing_kind, forward_bytes
-from ...ops.costs import nbytes, op_cost
+from ...ops.comm import boxing_kind
+from ...ops.costs import nbytes
 from ...ops.sbp import NdSbp, Sbp
 from ...ops.signatures import Signature, context_signatures, signatures
 from ..ir import Graph, Op, Value
 from ..links import axis_link
 from .context import PassContext
-
-BACKWARD_COLLECTIVE = {"all_reduce": False, "reduce_scatter": True, "all_gather": True,
-                       "all_to_all": True, "slice": True, "zero_fill": True, "to_partial": False}
-
-
-class _Types:
-    """Every value's type with `batch` bound, worked out once."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.cache: dict[str, object] = {}
-
-    def __getitem__(self, name: str):
-        if name not in self.cache:
-            self.cache[name] = self.graph.concrete(self.graph.values[name].type)
-        return self.cache[name]
-
-
-def _flops(types: _Types, op: Op) -> float:
-    """Forward and backward FLOPs of an op on whole tensors (0 for communication)."""
-    if op.kind in COMMS:
-        return 0.0
-    ins = [types[i] for i in op.inputs]
-    outs = [types[o] for o in op.outputs]
-    cost = op_cost(op.kind, ins, outs, CATALOG[op.kind].full_attrs(op.attrs))
-    return float(cost.flops_fwd + sum(cost.flops_bwd))
+from .sbp_costs import Types, op_flops, transfer_time
+from .sbp_search import apply, search
 
 
 class _AxisChooser:
     def __init__(self, graph: Graph, axis: str, assigned: dict[str, list[tuple[str, Sbp]]],
-                 context: PassContext, later_flops: list[float], types: _Types):
+                 context: PassContext, later_flops: list[float], types: Types):
         self.graph, self.axis, self.types = graph, axis, types
         self.n = graph.axis_size(axis)
         self.assigned = assigned  # value -> [(axis, sbp)] for the axes done so far
@@ -99,12 +75,9 @@ class _AxisChooser:
         """Seconds of a conversion, forward and its backward image, on this axis's link."""
         if kind is None:
             return 0.0
-        moved = forward_bytes(kind, size, self.n) + backward_bytes(kind, size, self.n,
-                                                                   differentiable)
-        collectives = int(COMMS[kind].collective) + int(differentiable and
-                                                        BACKWARD_COLLECTIVE[kind])
         # every conversion costs something, so a signature that needs none wins a tie
-        return 1e-12 + moved / (self.n * self.bandwidth) + collectives * self.latency
+        return 1e-12 + transfer_time(kind, size, differentiable, self.n, self.bandwidth,
+                                     self.latency)
 
     def choose(self, index: int, op: Op, current: list[Sbp], out_earlier) -> Signature:
         ins = [self.types[i] for i in op.inputs]
@@ -130,7 +103,7 @@ class _AxisChooser:
         if exact:
             return min(exact, key=lambda sig: self.pending(index, sig, current, out_sizes))
         candidates = split or candidates
-        flops = _flops(self.types, op) / self.ways(out_earlier[0] if out_earlier else [])
+        flops = op_flops(self.types, op) / self.ways(out_earlier[0] if out_earlier else [])
 
         def cost(sig: Signature) -> float:
             total = sum(self.transfer(boxing_kind(src, dst), nbytes(t) / self.ways(e),
@@ -214,12 +187,12 @@ def _batched(dim) -> bool:
     return "batch" in str(dim)
 
 
-def _later_flops(graph: Graph, types: _Types) -> list[float]:
+def _later_flops(graph: Graph, types: Types) -> list[float]:
     out = [0.0] * len(graph.ops)
     running = 0.0
     for index in reversed(range(len(graph.ops))):
         out[index] = running
-        running += _flops(types, graph.ops[index])
+        running += op_flops(types, graph.ops[index])
     return out
 
 
@@ -229,7 +202,6 @@ def sbp(graph: Graph, context: PassContext | None = None) -> Graph:
     if not axes:
         return graph  # a pure pipeline: every tensor is whole on its stage
     if context.auto_sbp:
-        from .sbp_search import apply, search
 
         graph = apply(graph, search(graph, context, context.auto_sbp))
     seeds = list(graph.inputs) + [p.name for p in graph.params]
@@ -238,7 +210,7 @@ def sbp(graph: Graph, context: PassContext | None = None) -> Graph:
         annotation = graph.values[name].sbp or NdSbp(())
         assigned[name] = [(axis, annotation.on(axis)) for axis in axes]
     needs: dict[int, list[list[tuple[str, Sbp]]]] = {}
-    types = _Types(graph)
+    types = Types(graph)
     later = _later_flops(graph, types)
     for axis_index, axis in enumerate(axes):
         chooser = _AxisChooser(graph, axis, {k: v[:axis_index] for k, v in assigned.items()},

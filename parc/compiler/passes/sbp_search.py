@@ -28,7 +28,7 @@ from ...ops.signatures import signatures
 from ..ir import Graph, Value
 from ..links import axis_link
 from .context import PassContext
-from .sbp import _flops, _Types
+from .sbp_costs import Types, op_flops, transfer_time
 
 BEAM = 32
 ADAM_BYTES = 4  # a parameter's f32 copy, gradient and two moments, per byte of it
@@ -63,7 +63,7 @@ class SearchResult:
 
 class _Axis:
     def __init__(self, graph: Graph, axis: str, batch_axes: tuple[str, ...],
-                 context: PassContext, types: _Types, auto: set[str]):
+                 context: PassContext, types: Types, auto: set[str]):
         self.graph, self.axis, self.types, self.auto = graph, axis, types, auto
         self.n = graph.axis_size(axis)
         hw = context.hardware
@@ -99,15 +99,9 @@ class _Axis:
 
     @functools.cache  # noqa: B019
     def transfer(self, kind: str | None, size: float, differentiable: bool) -> float:
-        from ...ops.comm import COMMS, backward_bytes, forward_bytes
-        from .sbp import BACKWARD_COLLECTIVE
         if kind is None:
             return 0.0
-        moved = forward_bytes(kind, size, self.n) + backward_bytes(kind, size, self.n,
-                                                                   differentiable)
-        collectives = int(COMMS[kind].collective) + int(differentiable and
-                                                        BACKWARD_COLLECTIVE[kind])
-        return moved / (self.n * self.bandwidth) + collectives * self.latency
+        return transfer_time(kind, size, differentiable, self.n, self.bandwidth, self.latency)
 
     def sync(self, size: float) -> float:
         """The gradient all-reduce over the batch axes of a parameter of `size` bytes."""
@@ -174,7 +168,7 @@ class _Axis:
         sigs = [s for s in signatures(op.kind, ins, outs, attrs)
                 if all(self.fits(n, b) for n, b in zip(op.inputs, s[0]))
                 and all(self.fits(n, b) for n, b in zip(op.outputs, s[1]))]
-        return sigs, _flops(self.types, op) / self.ways
+        return sigs, op_flops(self.types, op) / self.ways
 
     def step(self, index, op, flops, live, placed, forced, sig_in, sig_out):
         comm: dict[str, float] = {}
@@ -224,7 +218,7 @@ def search(graph: Graph, context: PassContext, auto: tuple[str, ...],
     import time
 
     start = time.perf_counter()
-    types = _Types(graph)
+    types = Types(graph)
     batch = batch_axes(graph)
     results, forced = [], {}
     names = set(auto) & set(graph.values)

@@ -1,6 +1,6 @@
 """The dropout key of an op: a hash of where it is in the model, so the reference and every
 parallel plan draw the same mask, and a module class shared by a def's calls computes each
-call's keys from its scope (codegen/calls.py)."""
+call's keys from its scope (compiler/codegen/calls.py)."""
 
 from __future__ import annotations
 
