@@ -82,7 +82,8 @@ def test_a_stopped_rank_is_named_within_30_s(two_ranks, tmp_path):
 
 
 def _break_stage(monkeypatch, statement: str) -> None:
-    """Compile as usual, then put `statement` at the top of stage 1's forward."""
+    """Compile as usual, then put `statement` at the top of stage 1's forward (the stage
+    class comes last in its file, after the classes of its def calls)."""
     from parc.compiler.codegen import program as codegen
 
     write = codegen.write_program
@@ -90,7 +91,7 @@ def _break_stage(monkeypatch, statement: str) -> None:
     def broken(*args, **kwargs):
         directory = write(*args, **kwargs)
         stage = directory / "stage_1.py"
-        head, rest = stage.read_text().split("    def forward(self", 1)
+        head, rest = stage.read_text().rsplit("    def forward(self", 1)
         signature, body = rest.split("\n", 1)
         stage.write_text(f"{head}    def forward(self{signature}\n        {statement}\n{body}")
         return directory
