@@ -11,6 +11,7 @@ Shapes are logical (global); `{...}` holds the SBP per mesh axis and the pipelin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 from ..dsl.ast import Span
@@ -18,6 +19,12 @@ from ..ops.catalog import CATALOG, ShapeError
 from ..ops.comm import COMMS
 from ..ops.sbp import NdSbp
 from ..ops.types import TensorT
+
+
+@functools.lru_cache(maxsize=65536)  # costs bind the same few types again and again
+def _bound(type_: TensorT, bindings: tuple[tuple[str, int], ...]) -> TensorT:
+    env = dict(bindings)
+    return TensorT(type_.dtype, tuple(d.subs(env) for d in type_.shape))
 
 
 def _span():
@@ -72,8 +79,7 @@ class Graph:
 
     def concrete(self, type_: TensorT) -> TensorT:
         """The type with symbolic dims bound (for costs)."""
-        env = dict(self.bindings)
-        return TensorT(type_.dtype, tuple(d.subs(env) for d in type_.shape))
+        return _bound(type_, self.bindings)
 
     def producers(self) -> dict[str, Op]:
         return {out: op for op in self.ops for out in op.outputs}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
 Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers; () is the constant
 
@@ -31,17 +32,17 @@ class Dim:
         return Dim(tuple(sorted((m, c) for m, c in terms.items() if c != 0)))
 
     # ---- queries
-    @property
+    @cached_property  # costs ask for it in their inner loops; a Dim never changes
     def is_const(self) -> bool:
         return all(m == () for m, _ in self.terms)
 
-    @property
+    @cached_property
     def const(self) -> Fraction:
         """The value of a constant Dim (callers check is_const first)."""
         assert self.is_const
         return self.terms[0][1] if self.terms else Fraction(0)
 
-    @property
+    @cached_property
     def is_int(self) -> bool:
         return self.is_const and self.const.denominator == 1
 
@@ -53,6 +54,8 @@ class Dim:
         return {s for m, _ in self.terms for s in m}
 
     def subs(self, env: dict[str, int | Dim]) -> Dim:
+        if not any(name in env for m, _ in self.terms for name in m):
+            return self
         out = Dim.of(0)
         for monomial, coef in self.terms:
             term = Dim._make({(): coef})

@@ -6,7 +6,6 @@ is found with uniform costs; the simulator then replays it with the cost model's
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 
 from .schedule import Action, Schedule
@@ -26,10 +25,6 @@ def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action]
     priority = PRIORITY if backward_first else {"F": 0, "B": 1, "W": 2}
     expected = template.expected_actions()
     last_part = "F" if template.forward_only else "W" if template.split_backward else "B"
-    per_rank: list[list[Action]] = [[] for _ in range(template.num_ranks)]
-    for action in sorted(expected, key=lambda a: (a.mb, a.stage, priority[a.op])):
-        per_rank[template.stage_rank[action.stage]].append(action)
-    pending = [set(actions) for actions in per_rank]
     done: dict[Action, float] = {}
     free = [0.0] * template.num_ranks
     inflight = [0] * template.num_ranks
@@ -40,18 +35,21 @@ def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action]
                  for s in range(template.num_stages)}
 
     deps = {a: template.dependencies(a) for a in expected}
-
-    def ready_time(action: Action) -> float | None:
-        t = 0.0
-        for d in deps[action]:
-            if d not in done:
-                return None
-            t = max(t, done[d])
-        return t
+    waiting = {a: len(d) for a, d in deps.items()}  # dependencies not yet done
+    dependents: dict[Action, list[Action]] = {a: [] for a in expected}
+    for a, d in deps.items():
+        for dep in d:
+            dependents[dep].append(a)
+    ready_at: dict[Action, float] = {}  # actions whose dependencies are done: since when
+    ready: list[set[Action]] = [set() for _ in range(template.num_ranks)]
+    for a, n in waiting.items():
+        if n == 0:
+            ready_at[a] = 0.0
+            ready[template.stage_rank[a.stage]].add(a)
 
     def choice(r: int) -> tuple[float, int, Action] | None:
         best = None
-        for action in pending[r]:
+        for action in ready[r]:
             if action.op == "F":
                 mbs = stage_mbs[action.stage]
                 if mbs[next_f_mb.get(action.stage, 0)] != action.mb:
@@ -59,10 +57,7 @@ def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action]
                 if not template.forward_only and (inflight[r] >= limits[r] or (
                         b_limits is not None and before_b[r] >= b_limits[r])):
                     continue
-            t = ready_time(action)
-            if t is None:
-                continue
-            start = max(t, free[r])
+            start = max(ready_at[action], free[r])
             key = (start, priority[action.op], action.mb, action.stage)
             if best is None or key < best[0]:
                 best = (key, action)
@@ -70,16 +65,17 @@ def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action]
             return None
         return best[0][0], r, best[1]
 
+    # each rank's next action, kept until something changes on that rank
+    chosen = {r: choice(r) for r in range(template.num_ranks)}
     remaining = len(expected)
     while remaining:
-        heap = [c for r in range(template.num_ranks) if (c := choice(r)) is not None]
+        heap = [c for c in chosen.values() if c is not None]
         if not heap:
             raise RuntimeError("list scheduling found no runnable action")
-        start, r, action = heapq.nsmallest(1, heap, key=lambda c: (c[0], priority[c[2].op],
-                                                                    c[1]))[0]
+        start, r, action = min(heap, key=lambda c: (c[0], priority[c[2].op], c[1]))
         done[action] = start + cost(action)
         free[r] = done[action]
-        pending[r].discard(action)
+        ready[r].discard(action)
         order[r].append(action)
         remaining -= 1
         if action.op == "F":
@@ -90,6 +86,15 @@ def list_schedule(template: Schedule, limits: list[int], cost: Callable[[Action]
             before_b[r] -= 1
         if action.op == last_part and not template.forward_only:
             inflight[r] -= 1
+        changed = {r}
+        for a in dependents[action]:
+            waiting[a] -= 1
+            if waiting[a] == 0:
+                ready_at[a] = max(done[d] for d in deps[a])
+                ready[template.stage_rank[a.stage]].add(a)
+                changed.add(template.stage_rank[a.stage])
+        for k in changed:
+            chosen[k] = choice(k)
     return Schedule(template.family, template.num_ranks, template.num_stages,
                     template.num_microbatches, template.stage_rank, template.paths,
                     template.split_backward, tuple(tuple(o) for o in order),
