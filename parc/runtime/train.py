@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, dumps, live_bytes, optim, watchdog
+from . import dumps, live_bytes, optim, watchdog
 from .checkpoint_meta import about
 from .data import Data
 from .executor import Executor
@@ -44,6 +44,8 @@ def run_steps(program: Program, steps: int, metrics: Metrics | None = None,
     sync = GradientSync(program, executor.last_passes())
     optimizer = optim.build(program)
     ckpt = train.get("checkpoint")
+    if ckpt or resume:  # torch.distributed.checkpoint costs every rank ~0.8 s of its start
+        from . import checkpoint
     first = from_step
     if resume:
         found = checkpoint.latest(ckpt["dir"]) if ckpt else None

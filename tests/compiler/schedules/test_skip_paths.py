@@ -53,7 +53,7 @@ def test_every_path_set_keeps_the_rules_and_posts_an_order_nccl_runs(p, m, ratio
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("p, m", [(7, 14), (8, 8), (8, 16)])
+@pytest.mark.parametrize("p, m", [(7, 14), (8, 16)])
 def test_larger_pipelines_keep_the_rules_and_post_an_order_nccl_runs(p, m):
     for ratio, reorder in [(0.1, True), (0.25, False), (0.34, True), (0.5, False)]:
         schedule = build("skip", p, m, ratio=ratio, seed=p, cost=balanced_cost(p, ratio),
